@@ -1,0 +1,216 @@
+"""The Python API: a scikit-learn-style estimator that mirrors the CLI.
+
+>>> from joyful import Joyful
+>>> clf = Joyful.from_preset("iemocap6", modalities="t").fit("train.jsonl", "valid.jsonl", out_dir="model")
+>>> clf = Joyful.load("model")
+>>> clf.evaluate("test.jsonl")["weighted_f1"]
+>>> rows = clf.predict("new_dialogues.jsonl")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+from joyful.atomic import atomic_write_text
+from joyful.batching import encode_dialogues
+from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from joyful.config import JoyfulConfig
+from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
+from joyful.data.schema import Dialogue, DialogueSet
+from joyful.data.text_encoder import TextEncoder, ensure_text_features
+from joyful.errors import DataError, JoyfulError
+from joyful.io.readers import read_dialogues
+from joyful.model import JoyfulModel
+from joyful.seeding import seed_everything
+from joyful.training import EpochRecord, TrainResult, evaluate_encoded, predict_probabilities, train
+
+DataLike = str | os.PathLike | DialogueSet | Sequence[Dialogue]
+
+
+def integer_label_names(label_set: str) -> tuple[str, ...] | None:
+    """Names for integer labels in COGMEN/DialogueGCN pickles (IEMOCAP-4 files use IEMOCAP-6's first four)."""
+    return {"iemocap6": IEMOCAP6.labels, "iemocap4": IEMOCAP6.labels, "meld7": MELD_INTEGER_ORDER}.get(label_set)
+
+
+def as_dialogue_set(data: DataLike, *, role: str, int_label_names: Sequence[str] | None = None) -> DialogueSet:
+    """A validated :class:`DialogueSet` from a path (``file#split`` allowed) or in-memory dialogues."""
+    if isinstance(data, DialogueSet):
+        data.validate()
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return read_dialogues(str(data), role=role, int_label_names=int_label_names)
+    out = DialogueSet(list(data), "<dialogues>")
+    out.validate()
+    return out
+
+
+class Joyful:
+    """Train, save, load, evaluate and apply a Joyful model.
+
+    ``fit`` takes the training and validation data (paths or dialogues), reads and checks
+    them, encodes texts that come without text features, trains with early stopping, and
+    (with ``out_dir``) writes the best checkpoint as soon as it is found.
+    """
+
+    def __init__(self, config: JoyfulConfig | None = None, **overrides: Any) -> None:
+        self.config = (config or JoyfulConfig()).replace(**overrides) if overrides else (config or JoyfulConfig())
+        self.model: JoyfulModel | None = None
+        self.info: ModelInfo | None = None
+        self.result: TrainResult | None = None
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> Joyful:
+        return cls(JoyfulConfig.preset(name, **overrides))
+
+    # ------------------------------------------------------------------ data
+    def _text_encoder(self, progress: bool) -> TextEncoder:
+        return TextEncoder(self.config.text_encoder, show_progress=progress)
+
+    def prepare(self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True) -> DialogueSet:
+        """Read, apply the label set's filtering, and add text features where only text is given."""
+        names = integer_label_names(self.config.label_set)
+        ds = label_set.apply(as_dialogue_set(data, role=role, int_label_names=names))
+        if "t" in self.config.modalities and any("t" not in d.features for d in ds):
+            ensure_text_features(ds, self._text_encoder(progress))
+        return ds
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train_data: DataLike,
+        valid_data: DataLike | None = None,
+        *,
+        out_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> Joyful:
+        c = self.config
+        names = integer_label_names(c.label_set)
+        raw_train = as_dialogue_set(train_data, role="train", int_label_names=names)
+        label_set = resolve_label_set(c.label_set, raw_train)
+        train_set = self.prepare(raw_train, role="train", label_set=label_set, progress=progress)
+        if not train_set.labels_found():
+            raise DataError(train_set.source, "no labelled utterance to train on", field="label")
+        valid_set = (
+            self.prepare(valid_data, role="valid", label_set=label_set, progress=progress) if valid_data is not None else None
+        )
+        encoded_train = encode_dialogues(train_set, c.modality_order, label_set)
+        widths = {m: int(encoded_train[0].features[m].shape[1]) for m in c.modality_order}
+        encoded_valid = encode_dialogues(valid_set, c.modality_order, label_set, widths) if valid_set else None
+        n_speakers = c.max_speakers or max(len(set(d.speakers)) for d in train_set)
+        seed_everything(c.seed)
+        self.model = JoyfulModel(c, widths, len(label_set.labels), n_speakers)
+        hashes = {"train": train_set.data_hash()}
+        if valid_set is not None:
+            hashes["valid"] = valid_set.data_hash()
+        self.info = ModelInfo(
+            config=c,
+            label_set=label_set,
+            widths=widths,
+            n_speakers=n_speakers,
+            extra={
+                "seed": c.seed,
+                "text_encoder": c.text_encoder if "t" in c.modalities else None,
+                "data_hash": hashes,
+                "data_source": {"train": train_set.source, "valid": valid_set.source if valid_set else None},
+                "n_utterances": {"train": train_set.n_utterances, "valid": valid_set.n_utterances if valid_set else 0},
+            },
+        )
+
+        def checkpoint(epoch: int, valid: dict | None) -> None:
+            self.info.extra.update(best_epoch=epoch, valid_metrics=valid)
+            if out_dir is not None:
+                self.save(out_dir)
+
+        history: list[EpochRecord] = []
+
+        def after_epoch(record: EpochRecord) -> None:
+            history.append(record)
+            if out_dir is not None:
+                write_history(history, Path(out_dir) / "history.csv")
+            if on_epoch is not None:
+                on_epoch(record)
+
+        self.result = train(
+            self.model, encoded_train, encoded_valid, label_set.labels,
+            on_improvement=checkpoint, on_epoch=after_epoch, progress=progress,
+        )
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> None:
+        self._require_model()
+        save_checkpoint(directory, self.model.state_dict(), self.info)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Joyful:
+        state, info = load_checkpoint(directory)
+        self = cls(info.config)
+        self.info = info
+        self.model = JoyfulModel(info.config, info.widths, len(info.label_set.labels), info.n_speakers)
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as e:
+            raise JoyfulError(f"{directory}: weights do not fit the saved configuration ({str(e).splitlines()[0]})") from None
+        self.model.eval()
+        return self
+
+    def _require_model(self) -> None:
+        if self.model is None or self.info is None:
+            raise JoyfulError("this Joyful has no model yet: call fit() or Joyful.load()")
+
+    # ------------------------------------------------------------------ inference
+    def _prepared(self, data: DataLike, role: str, progress: bool) -> DialogueSet:
+        self._require_model()
+        return self.prepare(data, role=role, label_set=self.info.label_set, progress=progress)
+
+    def evaluate(self, data: DataLike, *, progress: bool = False) -> dict:
+        """Accuracy, weighted/macro/per-class F1 and confusion matrix over the labelled utterances."""
+        ds = self._prepared(data, "test", progress)
+        if not ds.labels_found():
+            raise DataError(ds.source, "no labelled utterance to evaluate", field="label")
+        encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
+        return evaluate_encoded(self.model, encoded, self.info.label_set.labels, self.config.batch_size)
+
+    def predict(self, data: DataLike, *, progress: bool = False) -> list[dict]:
+        """One record per utterance: dialogue, index (position as read), speaker, label, probabilities."""
+        ds = self._prepared(data, "test", progress)
+        encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
+        names = self.info.label_set.labels
+        rows = []
+        for d, probs in zip(ds, predict_probabilities(self.model, encoded, self.config.batch_size), strict=True):
+            best = probs.argmax(-1)
+            for i, (pos, speaker) in enumerate(zip(d.positions(), d.speakers, strict=True)):
+                rows.append({
+                    "dialogue": d.id,
+                    "index": int(pos),
+                    "speaker": speaker,
+                    "label": names[int(best[i])],
+                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs[i], strict=True)},
+                })
+        return rows
+
+
+def write_history(history: Sequence[EpochRecord], path: Path) -> None:
+    """Per-epoch losses (L_all, L_ce, L_mf, L_ct) and validation scores as CSV, rewritten atomically each epoch."""
+    rows = [r.row() for r in history]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[-1].keys()))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_predictions(rows: Sequence[dict], path: str | os.PathLike) -> None:
+    """Predictions as JSONL, written atomically."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+__all__ = ["Joyful", "as_dialogue_set", "write_predictions"]

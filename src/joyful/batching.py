@@ -1,0 +1,119 @@
+"""Turning dialogues into tensors once, and mini-batches into packed node tensors.
+
+Everything per utterance (speaker ids, label ids, feature arrays) is converted a single
+time by :func:`encode_dialogues`; a mini-batch is then a handful of ``torch.cat`` calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from joyful.data.labels import LabelSet
+from joyful.data.schema import DialogueSet, feature_field
+from joyful.errors import DataError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class EncodedDialogue:
+    """One dialogue as tensors: features per modality, speaker ids, label ids."""
+
+    id: str
+    features: dict[str, Tensor]
+    speaker: Tensor
+    label: Tensor
+    n_speakers: int
+
+    def __len__(self) -> int:
+        return int(self.speaker.numel())
+
+
+@dataclass
+class Batch:
+    """A mini-batch of dialogues with nodes numbered dialogue after dialogue (PyG convention)."""
+
+    ids: list[str]
+    x: dict[str, Tensor]
+    speaker: Tensor
+    y: Tensor
+    lengths: Tensor
+    batch: Tensor
+    position: Tensor
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.speaker.numel())
+
+
+def speaker_ids(speakers: Sequence[str]) -> np.ndarray:
+    """Speakers numbered by first appearance in the dialogue (0, 1, ...)."""
+    order: dict[str, int] = {}
+    return np.array([order.setdefault(s, len(order)) for s in speakers], dtype=np.int64)
+
+
+def encode_dialogues(
+    data: DialogueSet, modalities: Sequence[str], labels: LabelSet, widths: dict[str, int] | None = None
+) -> list[EncodedDialogue]:
+    """Check that every dialogue has the modalities (at the expected widths) and encode it."""
+    index = {name: i for i, name in enumerate(labels.labels)}
+    out = []
+    for d in data.dialogues:
+        feats = {}
+        for m in modalities:
+            if m not in d.features:
+                why = "and no text to encode" if m == "t" else "and the model uses this modality"
+                raise DataError(data.source, f"features are missing {why}", dialogue=d.id, field=feature_field(m))
+            x = d.features[m]
+            if widths is not None and x.shape[1] != widths[m]:
+                raise DataError(
+                    data.source,
+                    f"vectors have width {x.shape[1]}, the model expects {widths[m]}",
+                    dialogue=d.id,
+                    field=feature_field(m),
+                )
+            feats[m] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        y = np.full(len(d), IGNORE_INDEX, dtype=np.int64)
+        if d.labels is not None:
+            for i, lab in enumerate(d.labels):
+                if lab is not None:
+                    if lab not in index:
+                        raise DataError(data.source, f"unknown label {lab!r}", dialogue=d.id, field="label", index=i)
+                    y[i] = index[lab]
+        spk = speaker_ids(d.speakers)
+        out.append(EncodedDialogue(d.id, feats, torch.from_numpy(spk), torch.from_numpy(y), int(spk.max()) + 1))
+    return out
+
+
+def collate(dialogues: Sequence[EncodedDialogue], max_speakers: int) -> Batch:
+    """Pack dialogues into one batch; speakers beyond ``max_speakers`` share the last speaker slot."""
+    lengths = torch.tensor([len(d) for d in dialogues], dtype=torch.long)
+    batch = torch.repeat_interleave(torch.arange(len(dialogues)), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    return Batch(
+        ids=[d.id for d in dialogues],
+        x={m: torch.cat([d.features[m] for d in dialogues]) for m in dialogues[0].features},
+        speaker=torch.cat([d.speaker for d in dialogues]).clamp(max=max_speakers - 1),
+        y=torch.cat([d.label for d in dialogues]),
+        lengths=lengths,
+        batch=batch,
+        position=torch.arange(batch.numel()) - starts[batch],
+    )
+
+
+def iterate_batches(
+    dialogues: Sequence[EncodedDialogue], batch_size: int, max_speakers: int, *, shuffle: bool, generator: torch.Generator | None = None
+):
+    """Mini-batches of whole dialogues, shuffled with ``generator`` when training."""
+    order = torch.randperm(len(dialogues), generator=generator).tolist() if shuffle else range(len(dialogues))
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        yield collate([dialogues[i] for i in order[start : start + batch_size]], max_speakers)
+
+
+__all__ = ["Batch", "EncodedDialogue", "IGNORE_INDEX", "collate", "encode_dialogues", "iterate_batches", "speaker_ids"]

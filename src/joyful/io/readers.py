@@ -1,0 +1,137 @@
+"""One entry point for every input format, chosen by the file's content.
+
+Users hand over files named ``features.pkl``, ``data.txt`` or ``train.json``
+interchangeably, so the extension is not trusted: the first bytes decide. Every
+reader's result is validated here, so the rest of joyful can assume clean data and
+every problem is reported against the file (and split) the user named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+from joyful.data.schema import DialogueSet, feature_field
+from joyful.errors import DataError
+from joyful.io.cogmen import dialogues_from_cogmen, is_cogmen
+from joyful.io.dialoguegcn import dialogues_from_dialoguegcn
+from joyful.io.jsonl import read_jsonl
+from joyful.io.meld_csv import read_meld_csv
+from joyful.io.safe_pickle import safe_load
+
+#: Split names accepted after ``#``, mapped to the canonical ``train``/``dev``/``test``.
+SPLIT_NAMES: dict[str, str] = {
+    "train": "train",
+    "dev": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "val": "dev",
+    "test": "test",
+}
+
+#: The split a multi-split file contributes for each role when no ``#split`` is given.
+ROLE_SPLITS: dict[str, str] = {"train": "train", "valid": "dev", "test": "test"}
+
+#: A protocol 0/1 pickle: MARK, EMPTY_DICT/LIST/TUPLE, or a GLOBAL ``c<module>\n<name>\n``.
+_OLD_PICKLE = re.compile(rb"[(}\])]|c[\w.]+\n\w+\n")
+
+
+def read_dialogues(
+    spec: str | os.PathLike, *, role: str = "train", int_label_names: Sequence[str] | None = None
+) -> DialogueSet:
+    """Read and validate the dialogues ``spec`` names: ``path`` or ``path#split``.
+
+    Without ``#split``, a file holding several splits (a pickle) contributes the split
+    matching ``role`` (``train``, ``valid`` or ``test``). ``int_label_names`` maps the
+    integer labels of pickles to names (``None`` keeps them as ``"0"``, ``"1"``, ...).
+    """
+    if role not in ROLE_SPLITS:
+        raise ValueError(f"role must be one of {', '.join(ROLE_SPLITS)}, not {role!r}")
+    path, split = parse_spec(spec)
+    kind = detect_format(path)
+    if kind == "pickle":
+        canonical = ROLE_SPLITS[role] if split is None else _canonical_split(split, path)
+        source = f"{path}#{split or canonical}"
+        with open(path, "rb") as fh:
+            obj = safe_load(fh, source)
+        read = dialogues_from_cogmen if is_cogmen(obj) else dialogues_from_dialoguegcn
+        data = read(obj, canonical, source, int_label_names)
+    else:
+        if split is not None:
+            raise DataError(path, f"a {kind} file holds one split; name the file without '#{split}'")
+        data = read_jsonl(path) if kind == "jsonl" else read_meld_csv(path)
+    data.validate()
+    _check_same_inputs(data)
+    return data
+
+
+def parse_spec(spec: str | os.PathLike) -> tuple[str, str | None]:
+    """Split ``path#split``; a path that exists as written keeps any ``#`` it contains."""
+    spec = os.fspath(spec)
+    if "#" not in spec or os.path.exists(spec):
+        return spec, None
+    path, _, split = spec.rpartition("#")
+    return path, split
+
+
+def detect_format(path: str) -> str:
+    """``"pickle"``, ``"jsonl"`` or ``"csv"``, from the first bytes of the file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a directory, not a data file") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read the file ({e.strerror})") from None
+    if not head.strip():
+        raise DataError(path, "file is empty")
+    if head[0] == 0x80:  # PROTO opcode, protocol 2 and later
+        return "pickle"
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    if text.lstrip().startswith(b"{"):
+        return "jsonl"
+    if text.lstrip().startswith(b"["):
+        raise DataError(path, "file looks like one JSON array; joyful reads JSON Lines, one dialogue object per line")
+    header = text.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    if "Dialogue_ID" in header and "Utterance" in header:
+        return "csv"
+    if _OLD_PICKLE.match(head):
+        return "pickle"
+    raise DataError(
+        path,
+        "content not recognised: expected a pickle (COGMEN/Joyful or DialogueGCN/MMGCN), "
+        'JSON Lines dialogues ({"dialogue": ..., "utterances": [...]}) or a MELD CSV',
+    )
+
+
+def _canonical_split(split: str, path: str) -> str:
+    try:
+        return SPLIT_NAMES[split.strip().lower()]
+    except KeyError:
+        raise DataError(path, f"unknown split {split!r} after '#'; use train, dev (or valid) or test") from None
+
+
+def _check_same_inputs(data: DialogueSet) -> None:
+    """Every dialogue must carry the same modalities and (not) texts, or a model can't take them all."""
+    first = data.dialogues[0]
+    for d in data.dialogues[1:]:
+        for m in sorted(set(first.features) ^ set(d.features)):
+            has, lacks = (first, d) if m in first.features else (d, first)
+            raise DataError(
+                data.source,
+                f"has no {feature_field(m)} vectors, but dialogue {has.id!r} has; "
+                "every dialogue needs the same modalities",
+                dialogue=lacks.id,
+                field=feature_field(m),
+            )
+        if (first.texts is None) != (d.texts is None):
+            has, lacks = (first, d) if first.texts is not None else (d, first)
+            raise DataError(
+                data.source,
+                f"has no text, but dialogue {has.id!r} has; give text in every dialogue or none",
+                dialogue=lacks.id,
+                field="text",
+            )

@@ -1,0 +1,115 @@
+"""The Joyful network: fusion → dialogue graph → two augmented views → GNN → classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from joyful.batching import IGNORE_INDEX, Batch
+from joyful.config import JoyfulConfig
+from joyful.nn.augment import edge_perturbation, feature_mask, global_proximity
+from joyful.nn.contrastive import contrastive_loss
+from joyful.nn.encoder import GraphEncoder
+from joyful.nn.fusion import ConcatFusion, JointFusion
+from joyful.nn.graph import num_relations, window_graph
+from joyful.nn.mlp import MLP
+
+
+@dataclass
+class JoyfulOutput:
+    """Logits per node, the loss terms, and the representations the report plots."""
+
+    logits: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    fused: Tensor | None = None
+    encoded: Tensor | None = None
+
+
+class JoyfulModel(nn.Module):
+    """Joyful (Li et al., EMNLP 2023), batched over whole mini-batches of dialogues.
+
+    Training: nodes ``h = [ẑ^g; ẑ^ℓ]`` from the fusion module; two views of the window
+    graph, each with its augmentations (FM/EP/GP); one shared encoder gives H(1), H(2);
+    ``L_all = α·L_mf + β·L_ct + L_ce`` with the classifier on ``H(1) + H(2)``.
+
+    Inference: no augmentation. Both views are then the clean window graph with all
+    features, so H(1) = H(2) and the classifier reads ``2·H(clean)``, the same sum it was
+    trained on, computed with one encoder pass.
+    """
+
+    def __init__(self, config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int) -> None:
+        super().__init__()
+        self.config = config
+        self.modalities = config.modality_order
+        self.n_speakers = n_speakers
+        if config.fusion == "joint":
+            self.fusion: JointFusion | ConcatFusion = JointFusion(
+                widths,
+                self.modalities,
+                global_hidden=config.global_hidden,
+                global_layers=config.global_layers,
+                global_heads=config.global_heads,
+                global_attention_dim=config.global_attention_dim,
+                global_ff=config.global_ff,
+                eta=config.eta,
+                specific_dim=config.specific_dim,
+                n_bases=config.n_bases,
+                dropout=config.dropout,
+            )
+        else:
+            self.fusion = ConcatFusion(widths, self.modalities)
+        self.encoder = GraphEncoder(
+            self.fusion.out_dim,
+            config.gnn_hidden,
+            config.gnn_heads,
+            config.gnn_layers,
+            num_relations(n_speakers),
+            config.rgcn_bases,
+            config.dropout,
+        )
+        self.classifier = MLP(self.encoder.out_dim, config.classifier_hidden, n_classes, config.dropout)
+
+    def _view(self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, augmentations: frozenset[str]) -> Tensor:
+        c = self.config
+        if "FM" in augmentations:
+            h = feature_mask(h, c.feature_mask_ratio)
+        if "EP" in augmentations:
+            edge_index, edge_type = edge_perturbation(
+                edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.edge_perturb_ratio
+            )
+        if "GP" in augmentations:
+            edge_index, edge_type = global_proximity(
+                edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.proximity_ratio,
+                order=c.katz_order, beta_scale=c.katz_beta, threshold=c.proximity_threshold,
+            )
+        return self.encoder(h, edge_index, edge_type)
+
+    def forward(self, batch: Batch, class_weight: Tensor | None = None) -> JoyfulOutput:
+        c = self.config
+        fused = self.fusion(batch.x, batch.batch, batch.position, batch.lengths)
+        edge_index, edge_type = window_graph(batch.lengths, batch.speaker, c.window_past, c.window_future, self.n_speakers)
+        losses: dict[str, Tensor] = {"mf": fused.loss}
+        if self.training and c.use_gcl:
+            view1, view2 = c.views()
+            h1 = self._view(fused.nodes, edge_index, edge_type, batch, view1)
+            h2 = self._view(fused.nodes, edge_index, edge_type, batch, view2)
+            encoded = h1 + h2
+            losses["ct"] = contrastive_loss(h1, h2, c.temperature)
+        else:
+            encoded = self.encoder(fused.nodes, edge_index, edge_type)
+            if c.use_gcl:
+                encoded = 2 * encoded
+            losses["ct"] = encoded.new_zeros(())
+        logits = self.classifier(encoded)
+        labelled = batch.y != IGNORE_INDEX
+        if labelled.any():
+            losses["ce"] = F.cross_entropy(logits[labelled], batch.y[labelled], weight=class_weight)
+        else:
+            losses["ce"] = logits.new_zeros(())
+        losses["all"] = c.alpha * losses["mf"] + c.beta * losses["ct"] + losses["ce"]
+        return JoyfulOutput(logits, losses, fused.nodes, encoded)
+
+
+__all__ = ["JoyfulModel", "JoyfulOutput"]

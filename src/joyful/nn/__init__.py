@@ -1,0 +1,1 @@
+"""Neural building blocks of Joyful, one operator per module."""

@@ -1,0 +1,105 @@
+"""The three graph augmentations of paper C2: feature masking, edge perturbation, global proximity.
+
+Each works on a whole mini-batch (PyG-style: nodes of all dialogues numbered in one
+range) and never creates an edge between two dialogues.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from joyful.nn.graph import node_positions, relation_type
+from joyful.nn.katz import katz_index, normalise_candidates
+
+
+def feature_mask(h: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
+    """FM: zero the same random ``ratio`` of feature dimensions in every node of the view."""
+    if ratio <= 0:
+        return h
+    keep = torch.rand(h.shape[-1], generator=generator, device=h.device) >= ratio
+    return h * keep.to(h.dtype)
+
+
+def _typed(src: Tensor, dst: Tensor, speaker: Tensor, position: Tensor, n_speakers: int) -> Tensor:
+    return relation_type(speaker[src], speaker[dst], position[src], position[dst], n_speakers)
+
+
+def edge_perturbation(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    lengths: Tensor,
+    speaker: Tensor,
+    n_speakers: int,
+    ratio: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """EP: drop ``ratio`` of the edges, add as many random edges inside random dialogues.
+
+    New edges join any two utterances of one dialogue, so they may be intra- or
+    inter-speaker, and are typed like every other edge. A dialogue receives new edges in
+    proportion to the edges it has.
+    """
+    n_edges = edge_index.shape[1]
+    n_change = int(round(ratio * n_edges))
+    if n_change == 0:
+        return edge_index, edge_type
+    keep = torch.randperm(n_edges, generator=generator, device=edge_index.device)[n_change:]
+    batch, position = node_positions(lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    host = batch[edge_index[1, torch.randint(n_edges, (n_change,), generator=generator, device=edge_index.device)]]
+    span = lengths[host].to(torch.float)
+    src = starts[host] + (torch.rand(n_change, generator=generator, device=span.device) * span).long()
+    dst = starts[host] + (torch.rand(n_change, generator=generator, device=span.device) * span).long()
+    new_type = _typed(src, dst, speaker, position, n_speakers)
+    return (
+        torch.cat([edge_index[:, keep], torch.stack([src, dst])], dim=1),
+        torch.cat([edge_type[keep], new_type]),
+    )
+
+
+def global_proximity(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    lengths: Tensor,
+    speaker: Tensor,
+    n_speakers: int,
+    ratio: float,
+    *,
+    order: int,
+    beta_scale: float,
+    threshold: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """GP: add ``ratio``·E edges between non-adjacent utterances of high Katz proximity.
+
+    Candidates are pairs of one dialogue not already joined whose normalised Katz score
+    (see :func:`normalise_candidates`) reaches ``threshold``; the new edges are drawn
+    uniformly among them. With a fully connected graph there is no candidate and the view
+    is unchanged.
+    """
+    n_add = int(round(ratio * edge_index.shape[1]))
+    if n_add == 0:
+        return edge_index, edge_type
+    batch, position = node_positions(lengths)
+    b, m = lengths.numel(), int(lengths.max())
+    adjacency = torch.zeros(b, m, m, device=edge_index.device)
+    src, dst = edge_index
+    adjacency[batch[src], position[src], position[dst]] = 1.0
+    adjacency = torch.maximum(adjacency, adjacency.transpose(1, 2))  # proximity ignores direction
+    inside = torch.arange(m, device=lengths.device)[None, :] < lengths[:, None]
+    candidate = inside[:, :, None] & inside[:, None, :] & (adjacency == 0)
+    candidate &= ~torch.eye(m, dtype=torch.bool, device=lengths.device)[None]
+    scores = normalise_candidates(katz_index(adjacency, order, beta_scale), candidate)
+    chosen = (scores >= threshold).nonzero()  # (K, 3): dialogue, target position, source position
+    if chosen.shape[0] == 0:
+        return edge_index, edge_type
+    pick = torch.randperm(chosen.shape[0], generator=generator, device=chosen.device)[:n_add]
+    d, i, j = chosen[pick].unbind(1)
+    starts = torch.cumsum(lengths, 0) - lengths
+    new_src, new_dst = starts[d] + j, starts[d] + i
+    new_type = _typed(new_src, new_dst, speaker, position, n_speakers)
+    return (
+        torch.cat([edge_index, torch.stack([new_src, new_dst])], dim=1),
+        torch.cat([edge_type, new_type]),
+    )

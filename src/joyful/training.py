@@ -1,0 +1,132 @@
+"""The training loop: Adam, early stopping on validation weighted F1, per-epoch history."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from joyful.batching import IGNORE_INDEX, EncodedDialogue, iterate_batches
+from joyful.metrics import classification_metrics
+from joyful.model import JoyfulModel
+from joyful.seeding import seed_everything
+
+LOSS_PARTS = ("all", "ce", "mf", "ct")
+
+
+@dataclass
+class EpochRecord:
+    """Mean training losses of one epoch and, when there is a validation set, its scores."""
+
+    epoch: int
+    losses: dict[str, float]
+    valid: dict | None
+    seconds: float
+
+    def row(self) -> dict[str, float | int]:
+        row: dict[str, float | int] = {"epoch": self.epoch, "seconds": round(self.seconds, 3)}
+        row.update({f"loss_{k}": v for k, v in self.losses.items()})
+        if self.valid is not None:
+            row.update({f"valid_{k}": self.valid[k] for k in ("accuracy", "weighted_f1", "macro_f1")})
+        return row
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: dict | None
+    history: list[EpochRecord] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+@torch.no_grad()
+def predict_probabilities(model: JoyfulModel, dialogues: Sequence[EncodedDialogue], batch_size: int) -> list[np.ndarray]:
+    """Class probabilities ``(n_utterances, n_classes)`` for each dialogue, in input order."""
+    model.eval()
+    out: list[np.ndarray] = []
+    for batch in iterate_batches(dialogues, batch_size, model.n_speakers, shuffle=False):
+        probs = torch.softmax(model(batch).logits, dim=-1).numpy()
+        out.extend(np.split(probs, np.cumsum(batch.lengths.numpy())[:-1]))
+    return out
+
+
+def evaluate_encoded(model: JoyfulModel, dialogues: Sequence[EncodedDialogue], labels: Sequence[str], batch_size: int) -> dict:
+    """Metrics over every labelled utterance of ``dialogues``."""
+    probs = predict_probabilities(model, dialogues, batch_size)
+    y_true = torch.cat([d.label for d in dialogues]).numpy()
+    y_pred = np.concatenate([p.argmax(-1) for p in probs])
+    known = y_true != IGNORE_INDEX
+    return classification_metrics(y_true[known], y_pred[known], labels)
+
+
+def class_weights(dialogues: Sequence[EncodedDialogue], n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights normalised to mean 1; absent classes get weight 0."""
+    y = torch.cat([d.label for d in dialogues])
+    counts = torch.bincount(y[y != IGNORE_INDEX], minlength=n_classes).float()
+    w = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return w * n_classes / w.sum()
+
+
+def train(
+    model: JoyfulModel,
+    train_set: Sequence[EncodedDialogue],
+    valid_set: Sequence[EncodedDialogue] | None,
+    labels: Sequence[str],
+    *,
+    on_improvement: Callable[[int, dict | None], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train in place and leave the best weights loaded.
+
+    ``on_improvement`` is called after every epoch that beats the best validation weighted
+    F1 so far (every epoch without a validation set); the caller writes the checkpoint
+    there, so an interrupted run keeps its best model.
+    """
+    c = model.config
+    generator = seed_everything(c.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    weight = class_weights(train_set, len(labels)) if c.class_weights else None
+    result = TrainResult(best_epoch=0, best_valid=None)
+    best_score, best_state, waited = -1.0, None, 0
+    n_batches = -(-len(train_set) // c.batch_size)
+    epochs = tqdm(range(1, c.epochs + 1), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
+    for epoch in epochs:
+        start = time.perf_counter()
+        model.train()
+        sums = dict.fromkeys(LOSS_PARTS, 0.0)
+        for batch in tqdm(
+            iterate_batches(train_set, c.batch_size, model.n_speakers, shuffle=True, generator=generator),
+            total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True,
+        ):
+            losses = model(batch, class_weight=weight).losses
+            optimizer.zero_grad(set_to_none=True)
+            losses["all"].backward()
+            optimizer.step()
+            for k in LOSS_PARTS:
+                sums[k] += float(losses[k].detach())
+        valid = evaluate_encoded(model, valid_set, labels, c.batch_size) if valid_set else None
+        record = EpochRecord(epoch, {k: v / n_batches for k, v in sums.items()}, valid, time.perf_counter() - start)
+        result.history.append(record)
+        if on_epoch:
+            on_epoch(record)
+        score = valid["weighted_f1"] if valid else float(epoch)
+        if score > best_score:
+            best_score, waited = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.best_epoch, result.best_valid = epoch, valid
+            if on_improvement:
+                on_improvement(epoch, valid)
+        else:
+            waited += 1
+        epochs.set_postfix(loss=f"{record.losses['all']:.3f}", valid_wf1=f"{score:.4f}" if valid else "-")
+        if valid and waited >= c.patience:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result

@@ -1,0 +1,44 @@
+"""Shared fixtures: small generated datasets and a small, fast model configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from joyful.io.jsonl import write_jsonl
+from joyful.synthetic import generate_dialogues
+
+#: A small model so a training run takes seconds; the architecture is the full one.
+TINY = {
+    "global_attention_dim": 16,
+    "global_ff": 32,
+    "specific_dim": 24,
+    "n_bases": 8,
+    "gnn_hidden": 16,
+    "gnn_heads": 2,
+    "classifier_hidden": 16,
+    "lr": 3e-3,
+    "batch_size": 8,
+    "epochs": 12,
+    "patience": 12,
+}
+WIDTHS = {"t": 12, "a": 6, "v": 8}
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """train/valid/test JSONL files with three modalities and a planted signal."""
+    d = tmp_path_factory.mktemp("data")
+    for name, n, seed in (("train", 48, 1), ("valid", 12, 2), ("test", 12, 3)):
+        ds = generate_dialogues(n, widths=WIDTHS, seed=seed, speakers=(1, 3), signal=2.5, prefix=f"{name}-")
+        write_jsonl(ds.dialogues, d / f"{name}.jsonl")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path

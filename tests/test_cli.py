@@ -1,0 +1,86 @@
+"""The CLI contract, through a real subprocess: train → evaluate --json → predict --out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from joyful.synthetic import DEFAULT_LABELS
+
+
+def joyful(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "joyful.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_dir, tiny_config_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model"
+    proc = joyful(
+        "train", "--train", str(data_dir / "train.jsonl"), "--valid", str(data_dir / "valid.jsonl"), "--out", str(out),
+        "--config", str(tiny_config_file), "--modalities", "atv", "--seed", "3", "--epochs", "4", "--quiet",
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 4 and 0 <= summary["weighted_f1"] <= 1
+    return out
+
+
+def test_train_writes_a_complete_model_directory(model_dir):
+    meta = json.loads((model_dir / "meta.json").read_text())
+    assert meta["config"]["seed"] == 3 and meta["config"]["epochs"] == 4 and meta["config"]["modalities"] == "atv"
+    assert meta["config"]["global_attention_dim"] == 16  # from --config
+    assert (model_dir / "model.pt").stat().st_size > 0 and (model_dir / "history.csv").exists()
+    assert not [p for p in model_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_evaluate_json(model_dir, data_dir):
+    out = json.loads(joyful("evaluate", "--model", str(model_dir), "--data", str(data_dir / "test.jsonl"), "--json").stdout)
+    for key in ("accuracy", "weighted_f1", "macro_f1"):
+        assert 0.0 <= out[key] <= 1.0
+    assert set(out["per_class_f1"]) == set(DEFAULT_LABELS)
+    assert out["n_utterances"] == sum(len(json.loads(line)["utterances"]) for line in (data_dir / "test.jsonl").open())
+
+
+def test_evaluate_table(model_dir, data_dir):
+    out = joyful("evaluate", "--model", str(model_dir), "--data", str(data_dir / "test.jsonl")).stdout
+    assert "weighted F1" in out and "confusion matrix" in out
+
+
+def test_predict_jsonl(model_dir, data_dir, tmp_path):
+    target = tmp_path / "pred.jsonl"
+    joyful("predict", "--model", str(model_dir), "--data", str(data_dir / "test.jsonl"), "--out", str(target))
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    dialogues = [json.loads(line) for line in (data_dir / "test.jsonl").open()]
+    assert len(rows) == sum(len(d["utterances"]) for d in dialogues)
+    first = dialogues[0]
+    assert [r["index"] for r in rows[: len(first["utterances"])]] == list(range(len(first["utterances"])))
+    assert rows[0]["dialogue"] == first["dialogue"] and rows[0]["speaker"] == first["utterances"][0]["speaker"]
+    assert rows[0]["label"] in DEFAULT_LABELS
+    assert rows[0]["label"] == max(rows[0]["probabilities"], key=rows[0]["probabilities"].get)
+
+
+def test_predict_to_stdout(model_dir, data_dir):
+    lines = joyful("predict", "--model", str(model_dir), "--data", str(data_dir / "valid.jsonl")).stdout.splitlines()
+    assert all(set(json.loads(line)) == {"dialogue", "index", "speaker", "label", "probabilities"} for line in lines)
+
+
+def test_help_explains_every_command():
+    out = joyful("--help").stdout
+    for command in ("train", "evaluate", "predict", "demo"):
+        assert command in out
+    train_help = joyful("train", "--help").stdout
+    for option in ("--train", "--valid", "--out", "--preset", "--modalities", "--seed", "--epochs", "--text-encoder"):
+        assert option in train_help
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    proc = joyful("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--quiet")
+    assert "test: accuracy" in proc.stdout
+    assert (tmp_path / "demo" / "predictions.jsonl").stat().st_size > 0

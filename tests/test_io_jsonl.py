@@ -1,0 +1,173 @@
+"""The project's JSONL dialogue format: reading, its rules, and the writer's round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from joyful.data.schema import Dialogue
+from joyful.errors import DataError
+from joyful.io import read_dialogues, write_jsonl
+from joyful.io.jsonl import read_jsonl
+
+
+def utt(speaker="A", text="hi", label="neu", **extra):
+    u = {"speaker": speaker, "text": text, "label": label}
+    u.update(extra)
+    return {k: v for k, v in u.items() if v is not ...}
+
+
+def write_lines(path, records, *, blank_between=False):
+    lines = [json.dumps(r) for r in records]
+    path.write_text(("\n\n" if blank_between else "\n").join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_minimal_text_file(tmp_path):
+    path = write_lines(tmp_path / "d.jsonl", [{"dialogue": "d1", "utterances": [utt("A"), utt("B", "yo", "hap")]}])
+    ds = read_dialogues(path)
+    d = ds.dialogues[0]
+    assert (d.id, d.speakers, d.texts, d.labels, d.features) == ("d1", ["A", "B"], ["hi", "yo"], ["neu", "hap"], {})
+    assert ds.source == path
+
+
+def test_features_become_float32_arrays(tmp_path):
+    u = [utt(text_features=[1, 2.5], audio=[0.0, 1.0, 2.0], visual=[3.0]) for _ in range(3)]
+    d = read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": 7, "utterances": u}])).dialogues[0]
+    assert d.id == "7"
+    assert {m: x.shape for m, x in d.features.items()} == {"t": (3, 2), "a": (3, 3), "v": (3, 1)}
+    assert all(x.dtype == np.float32 for x in d.features.values())
+
+
+def test_labels_and_text_are_optional(tmp_path):
+    recs = [
+        {"dialogue": "a", "utterances": [utt(label=None, text=...), utt(label=..., text=...)]},
+        {"dialogue": "b", "utterances": [utt(label="ang", text=...), utt(label=None, text=...)]},
+    ]
+    a, b = read_dialogues(write_lines(tmp_path / "d.jsonl", recs)).dialogues
+    assert a.labels is None and a.texts is None
+    assert b.labels == ["ang", None]
+
+
+def test_blank_lines_and_extra_keys_are_ignored(tmp_path):
+    recs = [{"dialogue": f"d{i}", "meta": 1, "utterances": [utt(start=1.5, emotion_score=[1, 2])]} for i in range(3)]
+    assert len(read_dialogues(write_lines(tmp_path / "d.jsonl", recs, blank_between=True))) == 3
+
+
+def test_modality_on_some_utterances_only(tmp_path):
+    u = [utt(audio=[1.0, 2.0]), utt(), utt(audio=[1.0, 2.0])]
+    with pytest.raises(DataError) as e:
+        read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": "x", "utterances": u}]))
+    assert (e.value.dialogue, e.value.index, e.value.field) == ("x", 1, "audio")
+
+
+def test_text_on_some_utterances_only(tmp_path):
+    u = [utt(), utt(text=None)]
+    with pytest.raises(DataError) as e:
+        read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": "x", "utterances": u}]))
+    assert (e.value.index, e.value.field) == (1, "text")
+
+
+def test_width_differs_within_a_dialogue(tmp_path):
+    u = [utt(visual=[1.0, 2.0]), utt(visual=[1.0, 2.0]), utt(visual=[1.0])]
+    with pytest.raises(DataError) as e:
+        read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": "x", "utterances": u}]))
+    assert (e.value.dialogue, e.value.index, e.value.field) == ("x", 2, "visual")
+    assert "width 1" in e.value.problem
+
+
+@pytest.mark.parametrize("bad", [["1.0", 2.0], [None, 1.0], [[1.0], 2.0], [[1.0], [2.0]], "1 2", {"x": 1}])
+def test_vector_values_must_be_numbers(tmp_path, bad):
+    u = [utt(text_features=[0.5, 0.5]), utt(text_features=bad)]
+    with pytest.raises(DataError) as e:
+        read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": "x", "utterances": u}]))
+    assert e.value.field == "text_features" and e.value.index == 1
+
+
+def test_bad_json_names_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"dialogue": "a", "utterances": [utt()]}) + "\n\n{not json}\n")
+    with pytest.raises(DataError, match=r"line 3: not valid JSON"):
+        read_dialogues(str(path))
+
+
+def test_truncated_file(tmp_path):
+    text = "\n".join(json.dumps({"dialogue": f"d{i}", "utterances": [utt()]}) for i in range(3))
+    path = tmp_path / "d.jsonl"
+    path.write_text(text[:-10])
+    with pytest.raises(DataError, match=r"line 3: not valid JSON"):
+        read_dialogues(str(path))
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ('"a"', 'expected an object with "dialogue"'),
+        ('{"dialogue": "a"}', 'expected an object with "dialogue"'),
+        ('{"dialogue": null, "utterances": []}', "dialogue id must be"),
+        ('{"dialogue": "a", "utterances": {}}', "utterances must be a list"),
+        ('{"dialogue": "a", "utterances": ["hi"]}', "utterance must be an object"),
+        ('{"dialogue": "a", "utterances": [{"speaker": ["A"]}]}', "speaker must be a string"),
+        ('{"dialogue": "a", "utterances": [{"speaker": "A", "label": 1.5}]}', "label must be a string"),
+        ('{"dialogue": "a", "utterances": [{"speaker": "A", "text": 3}]}', "text must be a string"),
+    ],
+)
+def test_structure_errors(tmp_path, line, match):
+    path = tmp_path / "d.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(DataError, match=match):
+        read_jsonl(path)
+
+
+def test_boolean_vectors_are_refused(tmp_path):
+    u = [utt(audio=[True, False]), utt(audio=[False, False])]
+    with pytest.raises(DataError, match="not a number"):
+        read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": "x", "utterances": u}]))
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"dialogue": "a", "utterances": [{"speaker": "\xff"}]}\n')
+    with pytest.raises(DataError, match="line 1: not UTF-8"):
+        read_dialogues(str(path))
+
+
+def test_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    dialogues = [
+        Dialogue(
+            id="d1",
+            speakers=["A", "B", "A"],
+            features={
+                "t": rng.standard_normal((3, 5)).astype(np.float32),
+                "a": rng.standard_normal((3, 2)).astype(np.float32),
+            },
+            texts=["héllo", "’quote’", ""],
+            labels=["neu", None, "ang"],
+        ),
+        Dialogue(
+            id="d2",
+            speakers=["C"],
+            features={"t": np.ones((1, 5), np.float32), "a": np.zeros((1, 2), np.float32)},
+            texts=["x"],
+        ),
+    ]
+    path = tmp_path / "out" / "rt.jsonl"
+    write_jsonl(dialogues, path)
+    back = read_jsonl(path)
+    assert [p.name for p in path.parent.iterdir()] == ["rt.jsonl"]  # no temporary left behind
+    for a, b in zip(dialogues, back.dialogues, strict=True):
+        assert (a.id, a.speakers, a.texts, a.labels) == (b.id, b.speakers, b.texts, b.labels)
+        assert a.features.keys() == b.features.keys()
+        for m in a.features:
+            np.testing.assert_array_equal(a.features[m], b.features[m])
+    assert back.data_hash() == type(back)(dialogues, "x").data_hash()
+
+
+def test_writer_refuses_unknown_modality(tmp_path):
+    d = Dialogue(id="d", speakers=["A"], features={"pose": np.ones((1, 2), np.float32)})
+    with pytest.raises(ValueError, match="pose"):
+        write_jsonl([d], tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()

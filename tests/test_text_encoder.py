@@ -1,0 +1,180 @@
+"""Tests of offline text encoding and its disk cache.
+
+The bundled MiniLM model is loaded once per module; every encoder in these tests gets
+that one model through a patched loader, which also records what the model is asked to
+encode, so the tests can tell a cache hit from a recomputation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from joyful.data import text_encoder as te
+from joyful.data.schema import Dialogue, DialogueSet
+from joyful.data.text_encoder import DEFAULT_TEXT_ENCODER, MINILM_ID, TextEncoder, ensure_text_features
+from joyful.errors import JoyfulError
+
+
+class _Spy:
+    """Stands in for a loaded model, recording the texts it encodes."""
+
+    def __init__(self, model: Any, log: list[str], fail_on_call: int | None = None) -> None:
+        self._model, self._log, self._fail_on_call, self._calls = model, log, fail_on_call, 0
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        self._calls += 1
+        if self._calls == self._fail_on_call:
+            raise KeyboardInterrupt
+        self._log.extend(texts)
+        return self._model.encode(texts, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._model, attr)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Any:
+    """The one real model load of this module, through the real loader."""
+    return te._load_model(str(te._bundled_minilm()), DEFAULT_TEXT_ENCODER, "cpu")
+
+
+@dataclass
+class Recorder:
+    """What the patched loader saw: encoder names that loaded a model, and texts encoded."""
+
+    loads: list[str] = field(default_factory=list)
+    encoded: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def rec(monkeypatch: pytest.MonkeyPatch, minilm: Any) -> Recorder:
+    """Serve the shared model to every encoder, recording loads and encoded texts."""
+    recorder = Recorder()
+
+    def load(source: str, name: str, device: str) -> _Spy:
+        recorder.loads.append(name)
+        return _Spy(minilm, recorder.encoded)
+
+    monkeypatch.setattr(te, "_load_model", load)
+    return recorder
+
+
+def _encoder(cache_dir: Path, name: str = DEFAULT_TEXT_ENCODER, **kwargs: Any) -> TextEncoder:
+    return TextEncoder(name, cache_dir=cache_dir, show_progress=False, **kwargs)
+
+
+def test_encode_gives_normalised_vectors_that_reflect_meaning(tmp_path, rec):
+    enc = _encoder(tmp_path)
+    pair = enc.encode(["I am so happy today.", "I feel really glad today."])
+    assert pair.shape == (2, 384) and pair.dtype == np.float32
+    unrelated = enc.encode(["The train leaves the station at noon."])[0]
+    assert float(pair[0] @ pair[1]) > float(pair[0] @ unrelated) + 0.2
+    np.testing.assert_allclose(np.linalg.norm(pair, axis=1), 1.0, atol=1e-5)
+    assert enc.encode([]).shape == (0, 384)
+    assert enc.encode([""]).shape == (1, 384)
+
+
+def test_second_run_reads_the_cache_and_encodes_only_new_texts(tmp_path, rec):
+    texts = ["hello there", "how are you?", ""]
+    first = _encoder(tmp_path).encode(texts)
+    assert rec.loads == [DEFAULT_TEXT_ENCODER] and sorted(rec.encoded) == sorted(texts)
+
+    again = _encoder(tmp_path)
+    np.testing.assert_array_equal(again.encode(texts[::-1] + texts), np.concatenate([first[::-1], first]))
+    assert len(rec.loads) == 1, "a fully cached call must not load the model"
+
+    again.encode(["hello there", "something new", "something new"])
+    assert len(rec.loads) == 2 and rec.encoded[len(texts) :] == ["something new"]
+
+
+def test_cache_is_keyed_by_model_identity(tmp_path, rec):
+    texts = ["one sentence", "another sentence"]
+    _encoder(tmp_path).encode(texts)
+    for alias in ("all-MiniLM-L6-v2", MINILM_ID):
+        enc = _encoder(tmp_path, alias)
+        assert enc.cache_key == MINILM_ID and enc.name == alias
+        enc.encode(texts)
+    assert len(rec.loads) == 1, "aliases of one model share its vectors"
+
+    by_path = _encoder(tmp_path, str(te._bundled_minilm()))
+    assert by_path.cache_key != MINILM_ID
+    by_path.encode(texts)
+    assert len(rec.loads) == 2 and sorted(rec.encoded[2:]) == sorted(texts)
+
+
+def test_directory_cache_key_is_stable_and_follows_its_files(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    key = _encoder(tmp_path, str(model_dir)).cache_key
+    assert key == _encoder(tmp_path, str(model_dir)).cache_key
+    assert key.startswith(str(model_dir.resolve()))
+    (model_dir / "config.json").write_text('{"changed": true}')
+    assert _encoder(tmp_path, str(model_dir)).cache_key != key
+
+
+def test_dim_is_known_without_loading_the_model(tmp_path, rec):
+    assert _encoder(tmp_path).dim == 384 and not rec.loads
+    by_path = str(te._bundled_minilm())
+    assert _encoder(tmp_path, by_path).dim == 384 and len(rec.loads) == 1
+    assert _encoder(tmp_path, by_path).dim == 384 and len(rec.loads) == 1, "the width is remembered in the cache"
+
+
+def test_interrupted_run_keeps_finished_batches(tmp_path, minilm, monkeypatch):
+    texts = ["a b c d", "a b c", "a b", "a"]  # encoded longest first: two batches of two
+    monkeypatch.setattr(te, "_load_model", lambda *args: _Spy(minilm, [], fail_on_call=2))
+    with pytest.raises(KeyboardInterrupt):
+        _encoder(tmp_path, batch_size=2).encode(texts)
+    monkeypatch.undo()
+
+    fresh: list[str] = []
+    monkeypatch.setattr(te, "_load_model", lambda *args: _Spy(minilm, fresh))
+    _encoder(tmp_path, batch_size=2).encode(texts)
+    assert fresh == ["a b", "a"]
+
+
+def test_ensure_text_features_fills_missing_text_features_in_one_call(tmp_path, rec, monkeypatch):
+    own = np.ones((2, 384), dtype=np.float32)
+    data = DialogueSet(
+        [
+            Dialogue("d1", ["A", "B", "A"], texts=["Hi!", "", "Go away."]),
+            Dialogue("d2", ["A", "B"], features={"t": own}, texts=["kept", "as is"]),
+            Dialogue("d3", ["A"], features={"a": np.zeros((1, 3), dtype=np.float32)}),
+            Dialogue("d4", ["B", "A"], texts=["Hi!", "Fine."]),
+        ],
+        source="mem",
+    )
+    enc = _encoder(tmp_path)
+    calls: list[list[str]] = []
+    real_encode = enc.encode
+    monkeypatch.setattr(enc, "encode", lambda texts: calls.append(list(texts)) or real_encode(texts))
+
+    assert ensure_text_features(data, enc) is data
+    assert calls == [["Hi!", "", "Go away.", "Hi!", "Fine."]]
+    d1, d2, d3, d4 = data.dialogues
+    assert d1.features["t"].shape == (3, 384) and d4.features["t"].shape == (2, 384)
+    np.testing.assert_array_equal(d1.features["t"][0], d4.features["t"][0])
+    assert d2.features["t"] is own and "t" not in d3.features
+    data.validate()
+
+
+@pytest.mark.parametrize("name", ["no-such-encoder-xyz", "/no/such/model/dir"])
+def test_unloadable_encoder_is_a_one_line_joyful_error(tmp_path, name):
+    enc = _encoder(tmp_path, name)
+    with pytest.raises(JoyfulError) as info:
+        enc.encode(["hello"])
+    message = str(info.value)
+    assert name in message and "\n" not in message and "Hugging Face cache" in message
+
+
+def test_default_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOYFUL_CACHE_DIR", str(tmp_path / "joyful"))
+    assert TextEncoder().cache_path == tmp_path / "joyful" / te.CACHE_FILE
+    monkeypatch.delenv("JOYFUL_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert TextEncoder().cache_path == tmp_path / ".cache" / "joyful" / te.CACHE_FILE

@@ -1,0 +1,112 @@
+"""Training through the Python API: learning, determinism, checkpoints, label-set filtering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, WIDTHS
+from joyful import Joyful, JoyfulConfig
+from joyful.checkpoint import load_checkpoint
+from joyful.errors import DataError
+from joyful.io.jsonl import read_jsonl, write_jsonl
+from joyful.synthetic import DEFAULT_LABELS, generate_dialogues
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    clf = Joyful(JoyfulConfig(**TINY)).fit(data_dir / "train.jsonl", data_dir / "valid.jsonl", out_dir=out, progress=False)
+    return clf, out
+
+
+def test_learns_planted_signal_well_above_chance(trained, data_dir):
+    clf, out = trained
+    metrics = Joyful.load(out).evaluate(data_dir / "test.jsonl")
+    chance = 1 / len(DEFAULT_LABELS)
+    assert metrics["accuracy"] > chance + 0.4, metrics
+    assert metrics["weighted_f1"] > 0.5
+    assert set(metrics["per_class_f1"]) == set(DEFAULT_LABELS)
+    assert np.asarray(metrics["confusion_matrix"]).sum() == metrics["n_utterances"]
+
+
+def test_same_seed_same_result(data_dir):
+    def run():
+        return Joyful(JoyfulConfig(**{**TINY, "epochs": 3})).fit(data_dir / "train.jsonl", data_dir / "valid.jsonl", progress=False)
+
+    a, b = run(), run()
+    assert [r.losses for r in a.result.history] == [r.losses for r in b.result.history]
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    c = Joyful(JoyfulConfig(**{**TINY, "epochs": 3, "seed": 7})).fit(data_dir / "train.jsonl", data_dir / "valid.jsonl", progress=False)
+    assert [r.losses for r in a.result.history] != [r.losses for r in c.result.history]
+
+
+def test_checkpoint_records_the_run(trained):
+    clf, out = trained
+    state, info = load_checkpoint(out)
+    meta = json.loads((out / "meta.json").read_text())
+    assert info.widths == WIDTHS and info.label_set.labels == DEFAULT_LABELS
+    assert meta["seed"] == TINY.get("seed", 24) and meta["joyful_version"]
+    assert set(meta["data_hash"]) == {"train", "valid"} and all(len(h) == 16 for h in meta["data_hash"].values())
+    assert meta["best_epoch"] == clf.result.best_epoch
+    assert meta["valid_metrics"]["weighted_f1"] == clf.result.best_valid["weighted_f1"]
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,seconds,loss_all,loss_ce,loss_mf,loss_ct,valid_accuracy")
+    assert len(history) == 1 + len(clf.result.history)
+
+
+def test_loaded_model_predicts_like_the_trained_one(trained, data_dir):
+    clf, out = trained
+    assert clf.predict(data_dir / "test.jsonl") == Joyful.load(out).predict(data_dir / "test.jsonl")
+
+
+def test_predict_accepts_dialogues_in_memory(trained, data_dir):
+    clf, _ = trained
+    ds = read_jsonl(data_dir / "test.jsonl")
+    for d in ds:
+        d.labels = None
+    rows = clf.predict(ds.dialogues[:2])
+    assert len(rows) == len(ds.dialogues[0]) + len(ds.dialogues[1])
+    assert rows[0]["dialogue"] == ds.dialogues[0].id and rows[0]["index"] == 0
+    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_iemocap4_drops_exc_and_fru_at_train_and_test(tmp_path):
+    ds = generate_dialogues(16, widths=WIDTHS, seed=5, signal=2.5)
+    write_jsonl(ds.dialogues, tmp_path / "six.jsonl")
+    clf = Joyful(JoyfulConfig(**{**TINY, "epochs": 2, "label_set": "iemocap4"})).fit(
+        tmp_path / "six.jsonl", tmp_path / "six.jsonl", out_dir=tmp_path / "m", progress=False
+    )
+    kept = sum(lab not in ("exc", "fru") for d in ds for lab in d.labels)
+    metrics = Joyful.load(tmp_path / "m").evaluate(tmp_path / "six.jsonl")
+    assert metrics["n_utterances"] == kept and metrics["labels"] == ["hap", "sad", "neu", "ang"]
+    rows = Joyful.load(tmp_path / "m").predict(tmp_path / "six.jsonl")
+    assert len(rows) == kept
+    first = ds.dialogues[0]
+    expected = [i for i, lab in enumerate(first.labels) if lab not in ("exc", "fru")]
+    assert [r["index"] for r in rows if r["dialogue"] == first.id] == expected
+    assert clf.info.label_set.dropped == ("exc", "fru")
+
+
+def test_label_the_model_does_not_know_is_an_error(trained, tmp_path):
+    clf, _ = trained
+    ds = generate_dialogues(2, widths=WIDTHS, seed=9)
+    ds.dialogues[1].labels[3] = "bored"
+    write_jsonl(ds.dialogues, tmp_path / "odd.jsonl")
+    with pytest.raises(DataError) as e:
+        clf.evaluate(tmp_path / "odd.jsonl")
+    assert "'bored'" in str(e.value) and ds.dialogues[1].id in str(e.value) and "label" in str(e.value)
+
+
+def test_text_only_dialogues_are_encoded(tmp_path):
+    ds = generate_dialogues(6, widths={"a": 4}, seed=3, min_length=3, max_length=5)
+    for d in ds:
+        d.features = {}
+    write_jsonl(ds.dialogues, tmp_path / "text.jsonl")
+    cfg = JoyfulConfig(**{**TINY, "epochs": 1, "modalities": "t"})
+    clf = Joyful(cfg).fit(tmp_path / "text.jsonl", tmp_path / "text.jsonl", progress=False)
+    assert clf.info.widths == {"t": 384}
