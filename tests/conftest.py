@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from joyful.io.jsonl import write_jsonl
 from joyful.synthetic import generate_dialogues
@@ -20,11 +21,20 @@ TINY = {
     "gnn_heads": 2,
     "classifier_hidden": 16,
     "lr": 3e-3,
-    "batch_size": 8,
-    "epochs": 12,
-    "patience": 12,
+    "batch_size": 4,
+    "epochs": 20,
+    "patience": 20,
 }
 WIDTHS = {"t": 12, "a": 6, "v": 8}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and the suite then does not fight other work for cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

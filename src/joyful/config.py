@@ -1,7 +1,8 @@
 """Every hyperparameter of a Joyful run in one typed, serialisable object.
 
-Defaults are the paper's values (see ``SPEC.md``); where the paper is silent the value
-of the authors' public code is used and marked so. Presets bundle the per-dataset
+Defaults are the paper's values (see ``SPEC.md``), except the learning rate (see
+``lr``); where the paper is silent the value of the authors' public code is used and
+marked so. Presets bundle the per-dataset
 choices; ablation switches are ordinary fields, so an ablation is a config diff.
 """
 
@@ -101,7 +102,9 @@ class JoyfulConfig:
     """Weight cross-entropy by inverse class frequency (off in the paper)."""
 
     # ---- training
-    lr: float = 3e-5
+    lr: float = 1e-3
+    """Adam learning rate. The paper's 3e-5 (preset ``paper``) gives 4 updates per epoch on IEMOCAP
+    (batches of 32 dialogues) and learns too slowly: validation WF1 0.18 after 21 epochs, text only."""
     weight_decay: float = 1e-8
     batch_size: int = 32
     epochs: int = 100
@@ -193,6 +196,7 @@ OFFICIAL_AUGMENTATION: dict[str, Any] = {
 #: Per-dataset presets: the paper's settings for each benchmark.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
+    "paper": {"lr": 3e-5},
     "iemocap6": {"label_set": "iemocap6", "window_past": 6, "window_future": 6, "beta": 0.3},
     "iemocap4": {"label_set": "iemocap4", "window_past": 6, "window_future": 6, "beta": 0.3},
     "meld": {"label_set": "meld7", "beta": 0.3, "rgcn_bases": 30},
