@@ -37,6 +37,7 @@ def test_train_writes_a_complete_model_directory(model_dir):
     assert meta["config"]["seed"] == 3 and meta["config"]["epochs"] == 4 and meta["config"]["modalities"] == "atv"
     assert meta["config"]["global_attention_dim"] == 16  # from --config
     assert (model_dir / "model.pt").stat().st_size > 0 and (model_dir / "history.csv").exists()
+    assert (model_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in model_dir.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -48,9 +49,11 @@ def test_evaluate_json(model_dir, data_dir):
     assert out["n_utterances"] == sum(len(json.loads(line)["utterances"]) for line in (data_dir / "test.jsonl").open())
 
 
-def test_evaluate_table(model_dir, data_dir):
-    out = joyful("evaluate", "--model", str(model_dir), "--data", str(data_dir / "test.jsonl")).stdout
+def test_evaluate_table_and_plot(model_dir, data_dir, tmp_path):
+    plot = tmp_path / "cm.png"
+    out = joyful("evaluate", "--model", str(model_dir), "--data", str(data_dir / "test.jsonl"), "--plot", str(plot)).stdout
     assert "weighted F1" in out and "confusion matrix" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_predict_jsonl(model_dir, data_dir, tmp_path):

@@ -27,15 +27,6 @@ from joyful.nn.topic_smoothing import topic_vectors
 T = torch.tensor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and immune to a busy machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _arr(x):
     return np.asarray(x.detach() if torch.is_tensor(x) else x, dtype=np.float64)
 

@@ -22,15 +22,6 @@ SMALL = dict(
 SUBSETS = ("t", "a", "v", "at", "av", "tv", "atv")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and immune to a busy machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_config(**over) -> JoyfulConfig:
     return JoyfulConfig(**{**SMALL, **over})
 

@@ -28,6 +28,7 @@ from joyful.data.text_encoder import TextEncoder, ensure_text_features
 from joyful.errors import DataError, JoyfulError
 from joyful.io.readers import read_dialogues
 from joyful.model import JoyfulModel
+from joyful.plots import plot_training_curves
 from joyful.seeding import seed_everything
 from joyful.training import EpochRecord, TrainResult, evaluate_encoded, predict_probabilities, train
 
@@ -135,6 +136,7 @@ class Joyful:
             history.append(record)
             if out_dir is not None:
                 write_history(history, Path(out_dir) / "history.csv")
+                plot_training_curves([r.row() for r in history], Path(out_dir) / "training_curves.png")
             if on_epoch is not None:
                 on_epoch(record)
 

@@ -132,11 +132,16 @@ def evaluate(
     model: ModelDir,
     data: DataPath,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this PNG file.")] = None,
 ) -> None:
     """Score a model on labelled data: accuracy, weighted/macro F1, per-class F1, confusion matrix."""
     from joyful.api import Joyful
 
     metrics = Joyful.load(model).evaluate(data, progress=not as_json)
+    if plot is not None:
+        from joyful.plots import plot_confusion_matrix
+
+        plot_confusion_matrix(metrics, plot)
     if as_json:
         typer.echo(json.dumps(metrics))
         return
