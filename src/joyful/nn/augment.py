@@ -25,6 +25,26 @@ def _typed(src: Tensor, dst: Tensor, speaker: Tensor, position: Tensor, n_speake
     return relation_type(speaker[src], speaker[dst], position[src], position[dst], n_speakers)
 
 
+def random_edges(
+    edge_index: Tensor, lengths: Tensor, speaker: Tensor, n_speakers: int, count: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``count`` random typed edges, each between two utterances of one dialogue.
+
+    A dialogue receives new edges in proportion to the edges it has (the host dialogue is
+    that of a randomly drawn existing edge); the two ends are uniform within it, so a new
+    edge may be intra- or inter-speaker.
+    """
+    batch, position = node_positions(lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    device = edge_index.device
+    host = batch[edge_index[1, torch.randint(edge_index.shape[1], (count,), generator=generator, device=device)]]
+    span = lengths[host].to(torch.float)
+    src = starts[host] + (torch.rand(count, generator=generator, device=device) * span).long()
+    dst = starts[host] + (torch.rand(count, generator=generator, device=device) * span).long()
+    return torch.stack([src, dst]), _typed(src, dst, speaker, position, n_speakers)
+
+
 def edge_perturbation(
     edge_index: Tensor,
     edge_type: Tensor,
@@ -34,28 +54,14 @@ def edge_perturbation(
     ratio: float,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """EP: drop ``ratio`` of the edges, add as many random edges inside random dialogues.
-
-    New edges join any two utterances of one dialogue, so they may be intra- or
-    inter-speaker, and are typed like every other edge. A dialogue receives new edges in
-    proportion to the edges it has.
-    """
+    """EP: drop ``ratio`` of the edges and add as many :func:`random_edges`."""
     n_edges = edge_index.shape[1]
     n_change = int(round(ratio * n_edges))
     if n_change == 0:
         return edge_index, edge_type
     keep = torch.randperm(n_edges, generator=generator, device=edge_index.device)[n_change:]
-    batch, position = node_positions(lengths)
-    starts = torch.cumsum(lengths, 0) - lengths
-    host = batch[edge_index[1, torch.randint(n_edges, (n_change,), generator=generator, device=edge_index.device)]]
-    span = lengths[host].to(torch.float)
-    src = starts[host] + (torch.rand(n_change, generator=generator, device=span.device) * span).long()
-    dst = starts[host] + (torch.rand(n_change, generator=generator, device=span.device) * span).long()
-    new_type = _typed(src, dst, speaker, position, n_speakers)
-    return (
-        torch.cat([edge_index[:, keep], torch.stack([src, dst])], dim=1),
-        torch.cat([edge_type[keep], new_type]),
-    )
+    new_index, new_type = random_edges(edge_index, lengths, speaker, n_speakers, n_change, generator)
+    return torch.cat([edge_index[:, keep], new_index], dim=1), torch.cat([edge_type[keep], new_type])
 
 
 def global_proximity(
