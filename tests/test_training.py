@@ -110,3 +110,18 @@ def test_text_only_dialogues_are_encoded(tmp_path):
     cfg = JoyfulConfig(**{**TINY, "epochs": 1, "modalities": "t"})
     clf = Joyful(cfg).fit(tmp_path / "text.jsonl", tmp_path / "text.jsonl", progress=False)
     assert clf.info.widths == {"t": 384}
+
+
+def test_finetuned_text_encoder_is_saved_with_the_model_and_used_at_load(tmp_path):
+    ds = generate_dialogues(6, widths={"a": 4}, seed=4, min_length=3, max_length=5)
+    for d in ds:
+        d.features = {}
+        d.texts = [f"I feel {lab} today, {i}" for i, lab in enumerate(d.labels)]
+    write_jsonl(ds.dialogues, tmp_path / "text.jsonl")
+    cfg = JoyfulConfig(**{**TINY, "epochs": 1, "modalities": "t", "finetune_text_encoder": True, "finetune_epochs": 1,
+                          "text_context": 2, "finetune_max_tokens": 32})
+    clf = Joyful(cfg).fit(tmp_path / "text.jsonl", tmp_path / "text.jsonl", out_dir=tmp_path / "m", progress=False)
+    assert (tmp_path / "m" / "text-encoder" / "modules.json").exists()
+    loaded = Joyful.load(tmp_path / "m")
+    assert loaded.text_encoder_dir == tmp_path / "m" / "text-encoder"
+    assert loaded.predict(tmp_path / "text.jsonl") == clf.predict(tmp_path / "text.jsonl")

@@ -26,6 +26,7 @@ from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from joyful.config import JoyfulConfig
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
 from joyful.data.schema import Dialogue, DialogueSet
+from joyful.data.finetune_text import finetune_text_encoder
 from joyful.data.text_encoder import TextEncoder, ensure_text_features
 from joyful.errors import DataError, JoyfulError
 from joyful.io.readers import read_dialogues
@@ -34,6 +35,7 @@ from joyful.plots import plot_training_curves
 from joyful.seeding import seed_everything
 from joyful.training import EpochRecord, TrainResult, evaluate_encoded, predict_probabilities, train
 
+FINETUNED_DIR = "text-encoder"
 DataLike = str | os.PathLike | DialogueSet | Sequence[Dialogue]
 
 
@@ -67,6 +69,8 @@ class Joyful:
         self.model: JoyfulModel | None = None
         self.info: ModelInfo | None = None
         self.result: TrainResult | None = None
+        self.text_encoder_dir: Path | None = None
+        """A fine-tuned text encoder saved in the model directory, used instead of ``config.text_encoder``."""
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> Joyful:
@@ -74,14 +78,14 @@ class Joyful:
 
     # ------------------------------------------------------------------ data
     def _text_encoder(self, progress: bool) -> TextEncoder:
-        return TextEncoder(self.config.text_encoder, show_progress=progress)
+        return TextEncoder(str(self.text_encoder_dir or self.config.text_encoder), show_progress=progress)
 
     def prepare(self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True) -> DialogueSet:
         """Read, apply the label set's filtering, and add text features where only text is given."""
         names = integer_label_names(self.config.label_set)
         ds = label_set.apply(as_dialogue_set(data, role=role, int_label_names=names))
         if "t" in self.config.modalities and any("t" not in d.features for d in ds):
-            ensure_text_features(ds, self._text_encoder(progress))
+            ensure_text_features(ds, self._text_encoder(progress), context=self.config.text_context)
         return ds
 
     # ------------------------------------------------------------------ training
@@ -98,6 +102,8 @@ class Joyful:
         names = integer_label_names(c.label_set)
         raw_train = as_dialogue_set(train_data, role="train", int_label_names=names)
         label_set = resolve_label_set(c.label_set, raw_train)
+        if c.finetune_text_encoder and "t" in c.modalities:
+            self._finetune_text_encoder(label_set.apply(raw_train), label_set, out_dir, progress)
         train_set = self.prepare(raw_train, role="train", label_set=label_set, progress=progress)
         if not train_set.labels_found():
             raise DataError(train_set.source, "no labelled utterance to train on", field="label")
@@ -121,6 +127,7 @@ class Joyful:
             extra={
                 "seed": c.seed,
                 "text_encoder": c.text_encoder if "t" in c.modalities else None,
+                "finetuned_text_encoder": FINETUNED_DIR if self.text_encoder_dir else None,
                 "data_hash": hashes,
                 "data_source": {"train": train_set.source, "valid": valid_set.source if valid_set else None},
                 "n_utterances": {"train": train_set.n_utterances, "valid": valid_set.n_utterances if valid_set else 0},
@@ -148,6 +155,18 @@ class Joyful:
         )
         return self
 
+    def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:
+        c = self.config
+        if out_dir is None:
+            raise JoyfulError("fine-tuning the text encoder needs an output directory to keep it in (out_dir)")
+        if any(d.texts is None for d in train):
+            raise DataError(train.source, "fine-tuning the text encoder needs the utterance texts", field="text")
+        self.text_encoder_dir = finetune_text_encoder(
+            train, label_set, TextEncoder(c.text_encoder, show_progress=progress), Path(out_dir) / FINETUNED_DIR,
+            context=c.text_context, epochs=c.finetune_epochs, lr=c.finetune_lr, batch_size=c.finetune_batch_size,
+            max_tokens=c.finetune_max_tokens, seed=c.seed, progress=progress,
+        )
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
         self._require_model()
@@ -158,6 +177,8 @@ class Joyful:
         state, info = load_checkpoint(directory)
         self = cls(info.config)
         self.info = info
+        if info.extra.get("finetuned_text_encoder"):
+            self.text_encoder_dir = Path(directory) / info.extra["finetuned_text_encoder"]
         self.model = JoyfulModel(info.config, info.widths, len(info.label_set.labels), info.n_speakers)
         try:
             self.model.load_state_dict(state)

@@ -76,6 +76,8 @@ def train(
     no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Ablation: plain concatenation instead of the fusion module.")] = False,
     official_augmentation: Annotated[bool, typer.Option(help="The public code's augmentations: 25% masking, 10% edge perturbation, no GP.")] = False,
     class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")] = False,
+    text_context: Annotated[Optional[int], typer.Option(help="Earlier turns encoded with each utterance's text.")] = None,
+    finetune_text_encoder: Annotated[bool, typer.Option(help="Fine-tune the text encoder on the training dialogues (with --text-context) first.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a Joyful model and write the best checkpoint (by validation weighted F1) to --out."""
@@ -88,7 +90,7 @@ def train(
     changes: dict = {}
     for name, value in {
         "modalities": modalities, "seed": seed, "epochs": epochs, "text_encoder": text_encoder, "label_set": label_set,
-        "lr": lr, "batch_size": batch_size, "patience": patience, "gnn_layers": gnn_layers,
+        "lr": lr, "batch_size": batch_size, "patience": patience, "gnn_layers": gnn_layers, "text_context": text_context,
     }.items():
         if value is not None:
             changes[name] = value
@@ -105,6 +107,8 @@ def train(
         changes.update(OFFICIAL_AUGMENTATION)
     if class_weights:
         changes["class_weights"] = True
+    if finetune_text_encoder:
+        changes["finetune_text_encoder"] = True
     cfg = cfg.replace(**changes)
     clf = Joyful(cfg).fit(train, valid, out_dir=out, progress=not quiet)
     best = clf.result.best_valid
@@ -197,6 +201,33 @@ def demo(
     from joyful.demo import run_demo
 
     run_demo(out, epochs=epochs, seed=seed, progress=not quiet)
+
+
+@app.command()
+@_guard
+def benchmark(
+    config: Annotated[Path, typer.Option(help="Grid file (TOML or JSON): data, presets × modalities × ablations × seeds.")],
+    out: Annotated[Optional[Path], typer.Option(help="Results directory (default: next to the grid file, named after it).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run a grid of training runs; write mean ± std tables and significance tests. Reruns skip finished runs."""
+    from joyful.benchmark.grid import run_grid
+
+    typer.echo(f"results in {run_grid(config, out, progress=not quiet)}")
+
+
+@app.command()
+@_guard
+def report(
+    run: Annotated[Path, typer.Option(help="Model directory written by `joyful train` (or by a benchmark run).")],
+    data: Annotated[Optional[str], typer.Option(help="Labelled data to analyse (default: the run's validation data).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default: RUN/report.html).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Write an HTML report with figures: confusion matrix, per-class F1, training curves, t-SNE."""
+    from joyful.report import write_report
+
+    typer.echo(f"report: {write_report(run, data=data, out=out, progress=not quiet)}")
 
 
 def main() -> None:

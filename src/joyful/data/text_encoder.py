@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from joyful.data.context_text import contextual_texts
 from joyful.data.schema import DialogueSet
 from joyful.errors import DataError, JoyfulError
 
@@ -112,6 +113,11 @@ class TextEncoder:
                 vectors.update(self._encode_missing(db, missing, digests))
         return np.stack([vectors[digests[t]] for t in texts])
 
+    def model(self) -> SentenceTransformer:
+        """The loaded sentence-transformers model (loaded now if needed), e.g. to fine-tune it."""
+        with self._open_cache() as db:
+            return self._load(db)
+
     def _lookup(self, db: sqlite3.Connection, digests: list[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
         for start in range(0, len(digests), _LOOKUP_CHUNK):
@@ -176,12 +182,14 @@ class TextEncoder:
             db.close()
 
 
-def ensure_text_features(data: DialogueSet, encoder: TextEncoder) -> DialogueSet:
+def ensure_text_features(data: DialogueSet, encoder: TextEncoder, context: int = 0) -> DialogueSet:
     """Give every dialogue that has texts but no ``"t"`` features its text embeddings.
 
     All texts go to the encoder in one call, so deduplication, batching and the progress
     bar span the whole set. Dialogues that already have ``"t"`` features, or have no
-    texts, are left as they are. ``data`` is modified in place and returned.
+    texts, are left as they are. With ``context`` > 0 each text is encoded together with
+    that many preceding turns (see :mod:`joyful.data.context_text`). ``data`` is modified
+    in place and returned.
     """
     todo = [d for d in data if "t" not in d.features and d.texts is not None]
     for d in todo:
@@ -190,7 +198,7 @@ def ensure_text_features(data: DialogueSet, encoder: TextEncoder) -> DialogueSet
                 raise DataError(data.source, "text is not a string", dialogue=d.id, field="text", index=i)
     if not todo:
         return data
-    vectors = encoder.encode([t for d in todo for t in d.texts])
+    vectors = encoder.encode([t for d in todo for t in contextual_texts(d, context)])
     start = 0
     for d in todo:
         d.features["t"] = vectors[start : start + len(d.texts)]

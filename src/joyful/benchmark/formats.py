@@ -1,0 +1,48 @@
+"""Writing the grid's tables as CSV (for programs) and Markdown (for people), atomically.
+
+CSV keeps fractions in [0, 1] at full precision, as ``evaluate --json`` does; Markdown
+shows percentages with two decimals, the way the paper reports its figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from joyful.atomic import atomic_write_text
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Columns are the union of the rows' keys in first-seen order; ``None`` becomes an empty field."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def percent(mean: float | None, std: float | None = None) -> str:
+    """``71.03 ± 0.52`` (fractions shown as percent); a missing std (one seed) shows the mean alone."""
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def p_value(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+
+
+__all__ = ["write_csv", "markdown_table", "percent", "p_value"]

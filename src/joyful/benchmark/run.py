@@ -1,0 +1,109 @@
+"""One (cell, seed) run of a grid: train, score the test data, record everything in ``result.json``.
+
+``result.json`` is written atomically and last, so its presence is the definition of a
+finished run: a resumed grid skips exactly the runs that have one. It holds what the
+tables and the significance tests need (metrics, the test labels and predictions for
+the paired bootstrap) and what makes the number traceable (full config, seed, data
+hashes, package version, wall time, best epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from joyful import __version__
+from joyful.atomic import atomic_write_text
+from joyful.benchmark.gridfile import Cell
+from joyful.errors import JoyfulError
+
+RESULT = "result.json"
+SCORES = ("accuracy", "weighted_f1", "macro_f1")
+
+
+def run_dir(out: Path, cell: Cell, seed: int) -> Path:
+    return out / "runs" / cell.name / f"seed-{seed}"
+
+
+def run_one(
+    cell: Cell,
+    seed: int,
+    data: dict[str, str],
+    inputs: dict[str, dict[str, str]],
+    directory: Path,
+    *,
+    keep_models: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit on train (early stopping on valid), evaluate on test, write and return the record."""
+    from joyful.api import Joyful  # PyTorch: imported only when something is trained
+
+    config = cell.config(seed)
+    started = time.perf_counter()
+    clf = Joyful(config).fit(
+        data["train"], data["valid"], out_dir=directory / "model" if keep_models else None, progress=progress
+    )
+    test = clf.prepare(data["test"], role="test", label_set=clf.info.label_set, progress=progress)
+    scores = clf.evaluate(test, edge_noise=cell.eval_edge_noise, with_predictions=True)
+    wall = time.perf_counter() - started
+    y_true, y_pred = scores.pop("y_true"), scores.pop("y_pred")
+    best = clf.result.best_valid or {}
+    record = {
+        "cell": cell.name,
+        "seed": seed,
+        "preset": cell.preset,
+        "modalities": config.modalities,
+        "ablation": cell.ablation,
+        "eval_edge_noise": cell.eval_edge_noise,
+        "metrics": scores,
+        "best_epoch": clf.result.best_epoch,
+        "epochs_run": len(clf.result.history),
+        "best_valid": {k: best[k] for k in SCORES if k in best},
+        "wall_seconds": round(wall, 3),
+        "data_hash": {**clf.info.extra["data_hash"], "test": test.data_hash()},
+        "inputs": inputs,
+        "joyful_version": __version__,
+        "config": config.to_dict(),
+        "history": [r.row() for r in clf.result.history],
+        "y_true": y_true,
+        "y_pred": y_pred,
+    }
+    atomic_write_text(directory / RESULT, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def load_result(directory: Path) -> dict[str, Any]:
+    path = directory / RESULT
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise JoyfulError(f"{path}: cannot read finished run: {e}") from None
+
+
+def check_resumable(
+    record: dict[str, Any], cell: Cell, seed: int, inputs: dict[str, dict[str, str]], path: Path
+) -> None:
+    """Refuse to reuse a finished run made with another config, edge noise or input data.
+
+    Otherwise editing a grid file and rerunning would silently mix old and new runs in
+    one mean.
+    """
+    expected = cell.config(seed).to_dict()
+    stored = record.get("config", {})
+    changed = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+    if record.get("eval_edge_noise") != cell.eval_edge_noise:
+        changed.append("eval_edge_noise")
+    stored_inputs = record.get("inputs", {})
+    changed += [
+        f"{role} data" for role in inputs if stored_inputs.get(role, {}).get("sha256") != inputs[role]["sha256"]
+    ]
+    if changed:
+        raise JoyfulError(
+            f"{path / RESULT}: this finished run differs from the grid file in {', '.join(changed)}; "
+            "delete it (or its results directory) to rerun, or choose another --out"
+        )
+
+
+__all__ = ["RESULT", "SCORES", "run_dir", "run_one", "load_result", "check_resumable"]

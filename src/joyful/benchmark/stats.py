@@ -1,0 +1,195 @@
+"""Significance tests as the paper runs them, plus a paired bootstrap for single-run comparisons.
+
+Over seeds (:func:`compare_to_reference`): a two-sample t-test of each variant against
+the reference, Benjamini–Hochberg correction over all variants at FDR ``alpha``, and
+the assumption checks the paper reports beside it (Shapiro–Wilk normality per group,
+Levene equality of variances). A value that cannot be computed (too few seeds, zero
+variance) is ``None`` rather than NaN, so it prints and serialises as "missing".
+
+Over utterances (:func:`paired_bootstrap`): both systems are scored on the same
+resampled test utterances, which tells whether one run beats another on this test set
+(it says nothing about seed-to-seed variation).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+BOOTSTRAP_METRICS = ("accuracy", "weighted_f1", "macro_f1")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One variant against the reference; differences are variant − reference."""
+
+    variant: str
+    n_variant: int
+    n_reference: int
+    mean_variant: float
+    mean_reference: float
+    mean_diff: float
+    t_statistic: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    reject: bool | None
+    shapiro_p_variant: float | None
+    shapiro_p_reference: float | None
+    levene_p: float | None
+
+
+def compare_to_reference(
+    scores: Mapping[str, Sequence[float]], reference: str, alpha: float = 0.05, *, welch: bool = False
+) -> list[Comparison]:
+    """Every cell of ``scores`` except ``reference`` against it, in the order given.
+
+    ``welch=True`` drops the equal-variance assumption (Welch's t-test); the paper's
+    Student test is the default. Variants whose p-value cannot be computed are left out
+    of the correction and get ``None``.
+    """
+    if reference not in scores:
+        raise KeyError(f"reference {reference!r} is not among the scores ({', '.join(scores)})")
+    ref = np.asarray(scores[reference], dtype=float)
+    variants = [name for name in scores if name != reference]
+    groups = {name: np.asarray(scores[name], dtype=float) for name in variants}
+    with warnings.catch_warnings():  # degenerate groups give NaN (reported as None); their warnings add nothing
+        warnings.simplefilter("ignore")
+        tests = [_t_test(groups[name], ref, welch) for name in variants]
+        adjusted, reject = _benjamini_hochberg([p for _, p in tests], alpha)
+        shapiro_ref = _shapiro(ref)
+        return [
+            Comparison(
+                variant=name,
+                n_variant=len(groups[name]),
+                n_reference=len(ref),
+                mean_variant=float(np.mean(groups[name])),
+                mean_reference=float(np.mean(ref)),
+                mean_diff=float(np.mean(groups[name]) - np.mean(ref)),
+                t_statistic=t,
+                p_value=p,
+                p_adjusted=p_adj,
+                reject=rej,
+                shapiro_p_variant=_shapiro(groups[name]),
+                shapiro_p_reference=shapiro_ref,
+                levene_p=_levene(groups[name], ref),
+            )
+            for name, (t, p), p_adj, rej in zip(variants, tests, adjusted, reject, strict=True)
+        ]
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _t_test(a: np.ndarray, b: np.ndarray, welch: bool) -> tuple[float | None, float | None]:
+    if len(a) < 2 or len(b) < 2:
+        return None, None
+    result = stats.ttest_ind(a, b, equal_var=not welch)
+    p = _finite(result.pvalue)
+    return (_finite(result.statistic), p) if p is not None else (None, None)
+
+
+def _benjamini_hochberg(pvalues: list[float | None], alpha: float) -> tuple[list[float | None], list[bool | None]]:
+    adjusted: list[float | None] = [None] * len(pvalues)
+    reject: list[bool | None] = [None] * len(pvalues)
+    known = [i for i, p in enumerate(pvalues) if p is not None]
+    if known:
+        flags, corrected, _, _ = multipletests([pvalues[i] for i in known], alpha=alpha, method="fdr_bh")
+        for i, flag, p in zip(known, flags, corrected, strict=True):
+            adjusted[i], reject[i] = float(p), bool(flag)
+    return adjusted, reject
+
+
+def _shapiro(x: np.ndarray) -> float | None:
+    """Shapiro–Wilk needs at least three samples."""
+    return _finite(stats.shapiro(x).pvalue) if len(x) >= 3 else None
+
+
+def _levene(a: np.ndarray, b: np.ndarray) -> float | None:
+    return _finite(stats.levene(a, b).pvalue) if len(a) >= 2 and len(b) >= 2 else None
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """``difference`` = score(a) − score(b) on the full test set; the CI is of that difference."""
+
+    metric: str
+    score_a: float
+    score_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_resamples: int
+
+
+def paired_bootstrap(
+    y_true: Sequence[int],
+    pred_a: Sequence[int],
+    pred_b: Sequence[int],
+    metric: str = "weighted_f1",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    *,
+    n_classes: int | None = None,
+    confidence: float = 0.95,
+) -> BootstrapResult:
+    """Resample utterances with replacement and score both prediction sets on each resample.
+
+    The p-value is two-sided: twice the smaller share of resamples whose difference is
+    ≤ 0 or ≥ 0, each counted with the observed sample ((k + 1) / (n + 1)), because a
+    finite number of resamples cannot show a probability of exactly 0. Identical
+    predictions therefore give p = 1. ``n_classes`` (default: the largest class index
+    seen + 1) matters for macro F1, which averages over every class, as
+    :func:`joyful.metrics.classification_metrics` does.
+    """
+    if metric not in BOOTSTRAP_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(BOOTSTRAP_METRICS)}, not {metric!r}")
+    y, a, b = (np.asarray(v, dtype=np.int64) for v in (y_true, pred_a, pred_b))
+    if not (len(y) == len(a) == len(b)) or len(y) == 0:
+        raise ValueError("y_true, pred_a and pred_b must be non-empty and of the same length")
+    k = n_classes or int(max(y.max(), a.max(), b.max())) + 1
+    index = np.random.default_rng(seed).integers(0, len(y), size=(n_resamples, len(y)))
+    diffs = _batch_scores(y[index], a[index], k, metric) - _batch_scores(y[index], b[index], k, metric)
+    score_a, score_b = (float(_batch_scores(y[None], p[None], k, metric)[0]) for p in (a, b))
+    low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
+    tails = [(np.sum(diffs <= 0) + 1) / (n_resamples + 1), (np.sum(diffs >= 0) + 1) / (n_resamples + 1)]
+    return BootstrapResult(
+        metric=metric,
+        score_a=score_a,
+        score_b=score_b,
+        difference=score_a - score_b,
+        ci_low=float(low),
+        ci_high=float(high),
+        p_value=float(min(1.0, 2 * min(tails))),
+        n_resamples=n_resamples,
+    )
+
+
+def _batch_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, metric: str) -> np.ndarray:
+    """The metric for each row of ``(resamples, utterances)`` label arrays, from one batched confusion count.
+
+    One ``bincount`` over all resamples instead of a scikit-learn call per resample:
+    1000 resamples of a 1600-utterance test set take milliseconds, not seconds.
+    """
+    rows = y_true.shape[0]
+    codes = (np.arange(rows)[:, None] * n_classes + y_true) * n_classes + y_pred
+    confusion = np.bincount(codes.ravel(), minlength=rows * n_classes * n_classes).reshape(rows, n_classes, n_classes)
+    hits = np.einsum("rii->ri", confusion)
+    if metric == "accuracy":
+        return hits.sum(1) / y_true.shape[1]
+    support, predicted = confusion.sum(2), confusion.sum(1)
+    denominator = support + predicted
+    f1 = np.divide(2 * hits, denominator, out=np.zeros(hits.shape), where=denominator > 0)
+    if metric == "macro_f1":
+        return f1.mean(1)
+    return (f1 * support).sum(1) / support.sum(1)
+
+
+__all__ = ["Comparison", "BootstrapResult", "compare_to_reference", "paired_bootstrap", "BOOTSTRAP_METRICS"]

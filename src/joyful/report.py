@@ -1,0 +1,275 @@
+"""``joyful report``: one HTML page that says what a run is and how well it does, with figures.
+
+A model directory already holds everything needed to reproduce its numbers (config,
+seed, data hashes, history); the report puts them on one page next to fresh scores on
+labelled data (by default the run's own validation data) and the figures a reader wants
+first: confusion matrix, per-class F1, training curves and t-SNE maps of the utterance
+representations at input, after fusion and after the graph encoder (the paper's Figure 10).
+
+The page is plain HTML with inline CSS and PNGs referenced by relative path, so the
+report directory can be copied or served as it is. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from joyful.api import Joyful, as_dialogue_set, integer_label_names
+from joyful.atomic import atomic_write_text
+from joyful.errors import JoyfulError
+from joyful.io.readers import parse_spec
+from joyful.plots import plot_confusion_matrix, plot_per_class_f1, plot_training_curves, plot_tsne
+from joyful.tsne import MAX_POINTS, MIN_POINTS, embed, labelled_subsample
+
+#: The t-SNE subsample and layout seed: fixed, so a report is a function of the run and the data.
+TSNE_SEED = 0
+
+#: Columns of history.csv that the training curves need (written by ``joyful.api.write_history``).
+HISTORY_COLUMNS = ("epoch", "loss_all", "loss_ce", "loss_mf", "loss_ct")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG of the report: where it is written, how the page refers to it, its caption."""
+
+    path: Path
+    href: str
+    title: str
+    caption: str
+
+
+def write_report(
+    run_dir: str | os.PathLike, data: str | None = None, out: str | os.PathLike | None = None, progress: bool = True
+) -> Path:
+    """Write the HTML report of the model in ``run_dir`` and return its path.
+
+    ``data`` (a path, ``file#split`` allowed) is the labelled data to score and map; by
+    default the run's validation data as recorded in ``meta.json``. The page goes to
+    ``out`` (default ``run_dir/report.html``); its PNGs go to ``run_dir/report/``, or,
+    with ``out``, beside it, prefixed with its stem so several reports can share a folder.
+    """
+    run_dir = Path(run_dir)
+    clf = Joyful.load(run_dir)
+    meta = clf.info.extra
+    spec = data if data is not None else _recorded_validation_data(run_dir, meta)
+    html_path = Path(out) if out is not None else run_dir / "report.html"
+    fig_dir, prefix = (run_dir / "report", "") if out is None else (html_path.parent, f"{html_path.stem}-")
+
+    raw = as_dialogue_set(spec, role="test", int_label_names=integer_label_names(clf.config.label_set))
+    dataset = clf.prepare(raw, role="test", label_set=clf.info.label_set, progress=progress)
+    metrics = clf.evaluate(dataset)
+
+    def figure(name: str, title: str, caption: str) -> Figure:
+        path = fig_dir / f"{prefix}{name}.png"
+        return Figure(path, quote(Path(os.path.relpath(path, html_path.parent)).as_posix()), title, caption)
+
+    figures: list[Figure] = []
+    notes: list[str] = []
+
+    cm = figure("confusion_matrix", "Confusion matrix",
+                "Rows are gold labels, columns predictions; cells count utterances, shading is the share of the gold class.")
+    plot_confusion_matrix(metrics, cm.path)
+    figures.append(cm)
+
+    bars = figure("per_class_f1", "Per-class F1",
+                  "F1 of each class with its number of gold utterances; dashed and dotted lines mark the weighted and macro averages.")
+    plot_per_class_f1(metrics, bars.path)
+    figures.append(bars)
+
+    curves = figure("training_curves", "Training curves",
+                    "Mean training losses per epoch (L_all, L_ce, L_mf, L_ct; log scale) and validation scores; "
+                    "the dotted line marks the best epoch.")
+    rows, problem = read_history(run_dir / "history.csv")
+    if rows:
+        plot_training_curves(rows, curves.path)
+        figures.append(curves)
+    else:
+        curves.path.unlink(missing_ok=True)
+        notes.append(f"Training curves omitted: {problem}.")
+
+    tsne = figure("tsne", "t-SNE of utterance representations",
+                  "Utterances at the input (concatenated features), after the fusion module and after the graph "
+                  "encoder, coloured by gold label (the paper's Figure 10); separated colours mean separable classes.")
+    stages, labels = labelled_subsample(clf.representations(dataset), ("input", "fused", "encoded"), MAX_POINTS, TSNE_SEED)
+    if len(labels) >= MIN_POINTS:
+        titles = {"input": "input (concatenated features)", "fused": "after fusion", "encoded": "after graph encoder"}
+        maps = embed({f"{titles[s]}, d={x.shape[1]}": x for s, x in stages.items()}, seed=TSNE_SEED, progress=progress)
+        plot_tsne(maps, labels, metrics["labels"], tsne.path)
+        figures.append(tsne)
+        if metrics["n_utterances"] > len(labels):
+            notes.append(f"The t-SNE maps show a fixed random subsample of {len(labels)} labelled utterances.")
+    else:
+        tsne.path.unlink(missing_ok=True)
+        notes.append(f"t-SNE maps omitted: only {len(labels)} labelled utterances (at least {MIN_POINTS} needed).")
+
+    page = render_html(
+        run_dir=run_dir,
+        meta=meta,
+        config=clf.config.to_dict(),
+        label_set=clf.info.label_set.to_dict(),
+        data_spec=spec,
+        data_is_default=data is None,
+        data_hash=dataset.data_hash(),
+        metrics=metrics,
+        figures=figures,
+        notes=notes,
+    )
+    atomic_write_text(html_path, page)
+    return html_path
+
+
+def _recorded_validation_data(run_dir: Path, meta: dict[str, Any]) -> str:
+    """The validation data ``meta.json`` names, checked to exist so the error can say what to do."""
+    spec = (meta.get("data_source") or {}).get("valid")
+    if not spec:
+        raise JoyfulError(f"{run_dir}: the run records no validation data; pass --data PATH to name labelled data")
+    path, _ = parse_spec(spec)
+    if not os.path.isfile(path):
+        raise JoyfulError(
+            f"{run_dir}: the run's validation data {spec!r} is not found (paths are relative to where training ran); "
+            "pass --data PATH"
+        )
+    return spec
+
+
+def read_history(path: Path) -> tuple[list[dict[str, float | int]], str | None]:
+    """The per-epoch rows of ``history.csv`` as numbers, or no rows and why.
+
+    A report is still useful without curves, so a missing or malformed history is a note
+    on the page rather than an error.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in HISTORY_COLUMNS if c not in (reader.fieldnames or ())]
+            if missing:
+                return [], f"{path} lacks the column(s) {', '.join(missing)}"
+            rows = [
+                {k: int(v) if k == "epoch" else float(v) for k, v in row.items() if k is not None and v not in (None, "")}
+                for row in reader
+            ]
+    except FileNotFoundError:
+        return [], f"{path} not found (the run was trained without an output directory, or the file was not copied)"
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+        return [], f"{path} is unreadable ({e})"
+    if not rows:
+        return [], f"{path} holds no epoch"
+    return rows, None
+
+
+# ---------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code { font-size: 0.9em; } .note { color: #8a5a00; } figure { margin: 1.5em 0; }
+img { max-width: 100%; border: 1px solid #eee; } figcaption { color: #555; font-size: 0.95em; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column table; values are already-escaped HTML."""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _score(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def render_html(
+    *,
+    run_dir: Path,
+    meta: dict[str, Any],
+    config: dict[str, Any],
+    label_set: dict[str, Any],
+    data_spec: str,
+    data_is_default: bool,
+    data_hash: str,
+    metrics: dict,
+    figures: list[Figure],
+    notes: list[str],
+) -> str:
+    """The report page as one string (no external resources besides the figures)."""
+    hashes = meta.get("data_hash") or {}
+    sources = meta.get("data_source") or {}
+    sizes = meta.get("n_utterances") or {}
+    best_valid = meta.get("valid_metrics") or {}
+    analysed = f"<code>{_e(data_spec)}</code>"
+    if data_is_default:
+        analysed += " (the run's validation data, used for early stopping: scores are optimistic)"
+    elif data_hash == hashes.get("valid"):
+        analysed += " (same content as the run's validation data)"
+    summary = [
+        ("model directory", f"<code>{_e(run_dir)}</code>"),
+        ("joyful version", _e(meta.get("joyful_version", "unknown"))),
+        ("seed", _e(meta.get("seed", config.get("seed")))),
+        ("best epoch", _e(meta.get("best_epoch", "–"))),
+        ("validation weighted F1 at best epoch", _score(best_valid.get("weighted_f1"))),
+        ("label set", _e(f"{label_set['name']}: {' '.join(label_set['labels'])}")
+         + (_e(f" (dropped: {' '.join(label_set['dropped'])})") if label_set.get("dropped") else "")),
+        ("modalities", _e(config.get("modalities"))),
+        ("text encoder", _e(meta.get("text_encoder") or "–")),
+    ]
+    for role in ("train", "valid"):
+        if sources.get(role) or hashes.get(role):
+            summary.append((
+                f"{role} data",
+                f"<code>{_e(sources.get(role, '–'))}</code>, {_e(sizes.get(role, '?'))} utterances, "
+                f"hash <code>{_e(hashes.get(role, '–'))}</code>",
+            ))
+    summary += [
+        ("analysed data", analysed),
+        ("analysed data hash", f"<code>{_e(data_hash)}</code>"),
+    ]
+    headline = [
+        ("utterances scored", _e(metrics["n_utterances"])),
+        ("accuracy", _score(metrics["accuracy"])),
+        ("weighted F1", _score(metrics["weighted_f1"])),
+        ("macro F1", _score(metrics["macro_f1"])),
+    ]
+    support = [sum(row) for row in metrics["confusion_matrix"]]
+    per_class = "".join(
+        f"<tr><td>{_e(name)}</td><td class='num'>{n}</td><td class='num'>{_score(metrics['per_class_f1'][name])}</td></tr>"
+        for name, n in zip(metrics["labels"], support, strict=True)
+    )
+    config_rows = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in config.items())
+    figure_html = "".join(
+        f"<figure><h3>{_e(f.title)}</h3><img src=\"{_e(f.href)}\" alt=\"{_e(f.title)}\">"
+        f"<figcaption>{_e(f.caption)}</figcaption></figure>"
+        for f in figures
+    )
+    notes_html = "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>joyful report: {_e(run_dir.name or run_dir)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>joyful report: <code>{_e(run_dir)}</code></h1>
+<h2>Run</h2>
+{_kv_table(summary)}
+<h2>Configuration</h2>
+<table>{config_rows}</table>
+<h2>Scores on the analysed data</h2>
+{_kv_table(headline)}
+<table><tr><th>class</th><th>gold utterances</th><th>F1</th></tr>{per_class}</table>
+<h2>Figures</h2>
+{notes_html}{figure_html}
+</body>
+</html>
+"""
