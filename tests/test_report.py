@@ -27,7 +27,8 @@ FIGURES = ("confusion_matrix", "per_class_f1", "training_curves", "tsne")
 def run_dir(data_dir, tmp_path_factory):
     """A two-epoch TINY run; tests that change it work on a copy."""
     out = tmp_path_factory.mktemp("report") / "run"
-    Joyful(JoyfulConfig(**{**TINY, "epochs": 2})).fit(data_dir / "train.jsonl", data_dir / "valid.jsonl", out_dir=out, progress=False)
+    clf = Joyful(JoyfulConfig(**{**TINY, "epochs": 2}))
+    clf.fit(data_dir / "train.jsonl", data_dir / "valid.jsonl", out_dir=out, progress=False)
     return out
 
 

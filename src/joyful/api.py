@@ -33,6 +33,7 @@ from joyful.io.readers import read_dialogues
 from joyful.model import JoyfulModel
 from joyful.plots import plot_training_curves
 from joyful.seeding import seed_everything
+from joyful.tensorboard_log import TensorBoardLogger
 from joyful.training import EpochRecord, TrainResult, evaluate_encoded, predict_probabilities, train
 
 FINETUNED_DIR = "text-encoder"
@@ -140,19 +141,24 @@ class Joyful:
                 self.save(out_dir)
 
         history: list[EpochRecord] = []
+        tensorboard = TensorBoardLogger(Path(out_dir) / "tensorboard" if out_dir is not None else None)
 
         def after_epoch(record: EpochRecord) -> None:
             history.append(record)
+            tensorboard.log_epoch(record)
             if out_dir is not None:
                 write_history(history, Path(out_dir) / "history.csv")
                 plot_training_curves([r.row() for r in history], Path(out_dir) / "training_curves.png")
             if on_epoch is not None:
                 on_epoch(record)
 
-        self.result = train(
-            self.model, encoded_train, encoded_valid, label_set.labels,
-            on_improvement=checkpoint, on_epoch=after_epoch, progress=progress,
-        )
+        try:
+            self.result = train(
+                self.model, encoded_train, encoded_valid, label_set.labels,
+                on_improvement=checkpoint, on_epoch=after_epoch, progress=progress,
+            )
+        finally:
+            tensorboard.close()
         return self
 
     def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:

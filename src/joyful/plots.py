@@ -74,7 +74,8 @@ def plot_per_class_f1(metrics: dict, path: str | os.PathLike) -> None:
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2.5), 4))
     bars = ax.bar(range(len(labels)), f1, color=plt.get_cmap("tab10")(np.arange(len(labels)) % 10))
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in f1], padding=2)
-    ax.axhline(metrics["weighted_f1"], color="black", linestyle="--", linewidth=1, label=f"weighted F1 {metrics['weighted_f1']:.3f}")
+    weighted = f"weighted F1 {metrics['weighted_f1']:.3f}"
+    ax.axhline(metrics["weighted_f1"], color="black", linestyle="--", linewidth=1, label=weighted)
     ax.axhline(metrics["macro_f1"], color="grey", linestyle=":", linewidth=1.5, label=f"macro F1 {metrics['macro_f1']:.3f}")
     ax.set_xticks(range(len(labels)), [f"{n}\n(n={int(s)})" for n, s in zip(labels, support, strict=True)])
     ax.set(ylim=(0, 1.12), ylabel="F1", title="F1 per class (n = true utterances of the class)")

@@ -78,7 +78,8 @@ def write_report(
     figures.append(cm)
 
     bars = figure("per_class_f1", "Per-class F1",
-                  "F1 of each class with its number of gold utterances; dashed and dotted lines mark the weighted and macro averages.")
+                  "F1 of each class with its number of gold utterances; "
+                  "dashed and dotted lines mark the weighted and macro averages.")
     plot_per_class_f1(metrics, bars.path)
     figures.append(bars)
 

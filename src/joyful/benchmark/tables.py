@@ -7,7 +7,7 @@ single seed rather than shown as 0, which would suggest a stable result.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ def _labels(records: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(label for r in records for label in r["metrics"]["per_class_f1"]))
 
 
-def _order(cells: Sequence[Cell]):
+def _order(cells: Sequence[Cell]) -> Callable[[dict[str, Any]], tuple[int, int]]:
+    """Sort key for runs: grid order of the cell, then seed."""
     position = {c.name: i for i, c in enumerate(cells)}
     return lambda r: (position[r["cell"]], r["seed"])
 
