@@ -125,3 +125,11 @@ def test_finetuned_text_encoder_is_saved_with_the_model_and_used_at_load(tmp_pat
     loaded = Joyful.load(tmp_path / "m")
     assert loaded.text_encoder_dir == tmp_path / "m" / "text-encoder"
     assert loaded.predict(tmp_path / "text.jsonl") == clf.predict(tmp_path / "text.jsonl")
+
+
+def test_fit_leaves_the_callers_dialogues_unchanged(tmp_path):
+    ds = generate_dialogues(4, widths={"a": 4}, seed=3, min_length=3, max_length=5)
+    for d in ds:
+        d.features = {}
+    Joyful(JoyfulConfig(**{**TINY, "epochs": 1, "modalities": "t"})).fit(ds, ds, progress=False)
+    assert all(d.features == {} for d in ds)  # a second model with another encoder must not see stale vectors

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -82,9 +83,14 @@ class Joyful:
         return TextEncoder(str(self.text_encoder_dir or self.config.text_encoder), show_progress=progress)
 
     def prepare(self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True) -> DialogueSet:
-        """Read, apply the label set's filtering, and add text features where only text is given."""
+        """Read, apply the label set's filtering, and add text features where only text is given.
+
+        Text features are added to copies: the caller's dialogues keep the features they
+        came with, so one set can be given to models with different text encoders.
+        """
         names = integer_label_names(self.config.label_set)
         ds = label_set.apply(as_dialogue_set(data, role=role, int_label_names=names))
+        ds = DialogueSet([dataclasses.replace(d, features=dict(d.features)) for d in ds], ds.source)
         if "t" in self.config.modalities and any("t" not in d.features for d in ds):
             ensure_text_features(ds, self._text_encoder(progress), context=self.config.text_context)
         return ds
