@@ -154,7 +154,6 @@ class Joyful:
             tensorboard.log_epoch(record)
             if out_dir is not None:
                 write_history(history, Path(out_dir) / "history.csv")
-                plot_training_curves([r.row() for r in history], Path(out_dir) / "training_curves.png")
             if on_epoch is not None:
                 on_epoch(record)
 
@@ -165,6 +164,8 @@ class Joyful:
             )
         finally:
             tensorboard.close()
+            if out_dir is not None and history:  # also after an interruption: the curves so far
+                plot_training_curves([r.row() for r in history], Path(out_dir) / "training_curves.png")
         return self
 
     def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:
