@@ -44,7 +44,7 @@ def _write_t_tests(by_cell: dict[str, list[dict[str, Any]]], reference: str, out
         for c in comparisons
     ]
     head = (
-        f"# Significance against `{reference}`\n\nTest weighted F1 over seeds (reference: "
+        f"# Significance against `{reference}`\n\nWeighted F1 on the grid's test data over seeds (reference: "
         f"{percent(comparisons[0].mean_reference) if comparisons else '–'}, n = {len(scores[reference])}). "
         "Two-sample Student t-test, Benjamini–Hochberg correction over all variants; "
         "Shapiro–Wilk (normality, needs ≥ 3 seeds) and Levene (equal variances) reported beside it.\n\n"

@@ -75,7 +75,7 @@ def _write_markdown(path: Path, summaries: list[dict[str, Any]], labels: list[st
         + [percent(s[f"{name}_mean"], s[f"{name}_std"]) for name in [*SCORES, *(f"f1_{label}" for label in labels)]]
         for s in summaries
     ]
-    note = "Test scores in percent, mean ± sample std over seeds.\n\n"
+    note = "Scores on the grid's test data (its validation data when it names no test) in percent, mean ± sample std over seeds.\n\n"
     atomic_write_text(path, "# Results\n\n" + note + markdown_table(columns, rows))
 
 
