@@ -18,16 +18,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
-from joyful.atomic import atomic_write_text
 import torch
 
+from joyful.atomic import atomic_write_text
 from joyful.batching import encode_dialogues, iterate_batches
 from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from joyful.config import JoyfulConfig
+from joyful.data.finetune_text import finetune_text_encoder
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
 from joyful.data.schema import Dialogue, DialogueSet
-from joyful.data.finetune_text import finetune_text_encoder
 from joyful.data.text_encoder import TextEncoder, ensure_text_features
 from joyful.errors import DataError, JoyfulError
 from joyful.io.readers import read_dialogues
@@ -215,7 +214,8 @@ class Joyful:
         """Accuracy, weighted/macro/per-class F1 and confusion matrix over the labelled utterances.
 
         ``edge_noise`` adds that fraction of random edges to each graph at inference (the
-        paper's noisy-edge study), drawn from a generator seeded with the run's seed;
+        paper's noisy-edge study), drawn after reseeding PyTorch's global generator with the
+        run's seed, so the same model and data always get the same noisy edges;
         ``with_predictions`` adds the ``y_true``/``y_pred`` class indices.
         """
         ds = self._prepared(data, "test", progress)

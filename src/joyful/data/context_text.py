@@ -17,7 +17,7 @@ SEPARATOR = " [SEP] "
 def contextual_texts(dialogue: Dialogue, previous: int) -> list[str]:
     """One string per utterance: ``speaker: text`` followed by up to ``previous`` earlier turns."""
     texts = dialogue.texts or [""] * len(dialogue)
-    turns = [f"{s}: {t}" for s, t in zip(dialogue.speakers, texts, strict=True)]
     if previous <= 0:
         return list(texts)
+    turns = [f"{s}: {t}" for s, t in zip(dialogue.speakers, texts, strict=True)]
     return [SEPARATOR.join([turns[i], *reversed(turns[max(0, i - previous) : i])]) for i in range(len(turns))]
