@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -20,7 +18,7 @@ from typing import Any
 
 import torch
 
-from joyful.atomic import atomic_write_text
+from joyful.atomic import atomic_write_csv, atomic_write_text
 from joyful.batching import encode_dialogues, iterate_batches
 from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from joyful.config import JoyfulConfig
@@ -274,12 +272,7 @@ class Joyful:
 
 def write_history(history: Sequence[EpochRecord], path: Path) -> None:
     """Per-epoch losses (L_all, L_ce, L_mf, L_ct) and validation scores as CSV, rewritten atomically each epoch."""
-    rows = [r.row() for r in history]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[-1].keys()))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_csv(path, [r.row() for r in history])
 
 
 def write_predictions(rows: Sequence[dict], path: str | os.PathLike) -> None:

@@ -6,24 +6,10 @@ shows percentages with two decimals, the way the paper reports its figures.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from joyful.atomic import atomic_write_text
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Columns are the union of the rows' keys in first-seen order; ``None`` becomes an empty field."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+from joyful.atomic import atomic_write_csv as write_csv
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
