@@ -56,11 +56,37 @@ def test_blank_lines_and_extra_keys_are_ignored(tmp_path):
     assert len(read_dialogues(write_lines(tmp_path / "d.jsonl", recs, blank_between=True))) == 3
 
 
-def test_modality_on_some_utterances_only(tmp_path):
-    u = [utt(audio=[1.0, 2.0]), utt(), utt(audio=[1.0, 2.0])]
+def test_modality_absent_or_null_on_some_utterances_is_missing_there(tmp_path):
+    u = [utt(audio=[1.0, 2.0]), utt(), utt(audio=None), utt(audio=[3.0, 4.0])]
+    (d,) = read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": "x", "utterances": u}]))
+    a = d.features["a"]
+    assert a.shape == (4, 2)
+    assert np.isnan(a[1:3]).all() and a[[0, 3]].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_missing_rows_round_trip_as_null(tmp_path):
+    a = np.array([[1.0, 2.0], [np.nan, np.nan]], dtype=np.float32)
+    write_jsonl([Dialogue("x", ["A", "B"], {"a": a})], tmp_path / "d.jsonl")
+    line = json.loads((tmp_path / "d.jsonl").read_text())
+    assert [u["audio"] for u in line["utterances"]] == [[1.0, 2.0], None]
+    (back,) = read_dialogues(tmp_path / "d.jsonl")
+    np.testing.assert_array_equal(back.features["a"], a)
+
+
+def test_partly_nan_vector_is_corrupt_not_missing(tmp_path):
+    a = np.array([[1.0, np.nan], [1.0, 2.0]], dtype=np.float32)
     with pytest.raises(DataError) as e:
-        read_dialogues(write_lines(tmp_path / "d.jsonl", [{"dialogue": "x", "utterances": u}]))
-    assert (e.value.dialogue, e.value.index, e.value.field) == ("x", 1, "audio")
+        Dialogue("x", ["A", "B"], {"a": a}).validate("mem")
+    assert (e.value.index, e.value.field) == (0, "audio")
+
+
+def test_dialogue_without_a_modality_others_have_gets_it_missing(tmp_path):
+    recs = [
+        {"dialogue": "x", "utterances": [utt(visual=[1.0, 2.0, 3.0])]},
+        {"dialogue": "y", "utterances": [utt(), utt()]},
+    ]
+    x, y = read_dialogues(write_lines(tmp_path / "d.jsonl", recs))
+    assert y.features["v"].shape == (2, 3) and np.isnan(y.features["v"]).all()
 
 
 def test_text_on_some_utterances_only(tmp_path):

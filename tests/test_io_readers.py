@@ -199,9 +199,16 @@ def test_duplicate_dialogue_id(tmp_path):
     check_error(tmp_path, [dialogue("a"), dialogue("a")], dialogue="a", field="dialogue", match="appears twice")
 
 
-def test_modality_missing_from_one_dialogue(tmp_path):
+def test_modality_missing_from_one_dialogue_is_missing_there(tmp_path):
+    recs = [dialogue("a", audio=[1.0]), dialogue("b")]
+    a, b = read_dialogues(write_jsonl(tmp_path / "d.jsonl", recs))
+    assert b.features["a"].shape == (len(b), 1) and np.isnan(b.features["a"]).all()
+
+
+def test_text_features_missing_from_a_dialogue_with_text_are_left_to_encode(tmp_path):
     recs = [dialogue("a", text_features=[1.0]), dialogue("b")]
-    check_error(tmp_path, recs, dialogue="b", field="text_features", match="dialogue 'a' has")
+    a, b = read_dialogues(write_jsonl(tmp_path / "d.jsonl", recs))
+    assert "t" not in b.features and b.texts is not None
 
 
 def test_text_missing_from_one_dialogue(tmp_path):

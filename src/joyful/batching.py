@@ -6,6 +6,7 @@ time by :func:`encode_dialogues`; a mini-batch is then a handful of ``torch.cat`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor
 
 from joyful.data.labels import LabelSet
-from joyful.data.schema import DialogueSet, feature_field
+from joyful.data.schema import DialogueSet, feature_field, missing_matrix, missing_rows
 from joyful.errors import DataError
 
 IGNORE_INDEX = -100
@@ -60,17 +61,38 @@ def speaker_ids(speakers: Sequence[str]) -> np.ndarray:
 def encode_dialogues(
     data: DialogueSet, modalities: Sequence[str], labels: LabelSet, widths: dict[str, int] | None = None
 ) -> list[EncodedDialogue]:
-    """Check that every dialogue has the modalities (at the expected widths) and encode it."""
+    """Check the dialogues' features against the model's modalities and widths, and encode them.
+
+    With ``widths`` (a trained model), a dialogue without a modality gets it as missing on
+    every utterance. Without (training), every modality must be seen on some utterance, or
+    the model could not learn anything from it.
+    """
     index = {name: i for i, name in enumerate(labels.labels)}
+    if widths is None:
+        found = data.widths()
+        for m in modalities:
+            if m not in found or all(missing_rows(d.features[m]).all() for d in data if m in d.features):
+                why = "no utterance has text or text features" if m == "t" else f"no utterance has {feature_field(m)} vectors"
+                raise DataError(
+                    data.source, f"{why}; train without this modality (--modalities)", field=feature_field(m)
+                )
+        widths = {m: found[m] for m in modalities}
+    else:
+        for m in modalities:
+            if all(m not in d.features or missing_rows(d.features[m]).all() for d in data):
+                warnings.warn(
+                    f"{data.source}: no utterance has {feature_field(m)} vectors; "
+                    "predicting with that modality missing everywhere",
+                    stacklevel=2,
+                )
     out = []
     for d in data.dialogues:
         feats = {}
         for m in modalities:
-            if m not in d.features:
-                why = "and no text to encode" if m == "t" else "and the model uses this modality"
-                raise DataError(data.source, f"features are missing {why}", dialogue=d.id, field=feature_field(m))
-            x = d.features[m]
-            if widths is not None and x.shape[1] != widths[m]:
+            x = d.features.get(m)
+            if x is None:
+                x = missing_matrix(len(d), widths[m])
+            elif x.shape[1] != widths[m]:
                 raise DataError(
                     data.source,
                     f"vectors have width {x.shape[1]}, the model expects {widths[m]}",

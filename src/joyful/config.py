@@ -70,8 +70,16 @@ class JoyfulConfig:
     """Past window P (paper's best: 6); -1 connects every earlier utterance."""
     window_future: int = 6
     """Future window F (paper's best: 6); -1 for all later utterances, 0 for a causal graph."""
+    causal: bool = False
+    """Past context only, for live use: a causal graph (``window_future`` must be 0), causal
+    attention in the global transformer and a running topic vector, so an utterance's label
+    never changes when later utterances arrive."""
     max_speakers: int = 0
     """Speakers per dialogue the relation types cover; 0 = the most found in the training data."""
+
+    modality_dropout: float = 0.0
+    """Training only: chance that a present modality of an utterance is hidden (treated as
+    missing), so the learned missing-modality embedding is trained even on complete data."""
 
     # ---- (C2) augmentations
     view1: str = "FM+EP"
@@ -146,7 +154,9 @@ class JoyfulConfig:
         for name in ("window_past", "window_future"):
             if getattr(self, name) < -1:
                 raise bad(name, "must be -1 (all) or >= 0")
-        for name in ("feature_mask_ratio", "edge_perturb_ratio", "proximity_ratio", "dropout"):
+        if self.causal and self.window_future != 0:
+            raise bad("window_future", f"a causal model sees no future utterance, so it must be 0, not {self.window_future}")
+        for name in ("feature_mask_ratio", "edge_perturb_ratio", "proximity_ratio", "dropout", "modality_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise bad(name, "must be in [0, 1)")
         for name in ("global_layers", "global_heads", "specific_dim", "n_bases", "gnn_layers", "gnn_hidden",

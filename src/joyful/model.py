@@ -15,6 +15,7 @@ from joyful.nn.contrastive import contrastive_loss
 from joyful.nn.encoder import GraphEncoder
 from joyful.nn.fusion import ConcatFusion, JointFusion
 from joyful.nn.graph import num_relations, window_graph
+from joyful.nn.missing import MissingModality
 from joyful.nn.mlp import MLP
 
 
@@ -35,6 +36,8 @@ class JoyfulModel(nn.Module):
     graph, each with its augmentations (FM/EP/GP); one shared encoder gives H(1), H(2);
     ``L_all = α·L_mf + β·L_ct + L_ce`` with the classifier on ``H(1) + H(2)``.
 
+    Utterances that lack a modality (NaN rows) get a learned missing-modality vector first.
+
     Inference: no augmentation. Both views are then the clean window graph with all
     features, so H(1) = H(2) and the classifier reads ``2·H(clean)``, the same sum it was
     trained on, computed with one encoder pass.
@@ -45,6 +48,7 @@ class JoyfulModel(nn.Module):
         self.config = config
         self.modalities = config.modality_order
         self.n_speakers = n_speakers
+        self.missing = MissingModality(widths, self.modalities, config.modality_dropout)
         if config.fusion == "joint":
             self.fusion: JointFusion | ConcatFusion = JointFusion(
                 widths,
@@ -58,6 +62,7 @@ class JoyfulModel(nn.Module):
                 specific_dim=config.specific_dim,
                 n_bases=config.n_bases,
                 dropout=config.dropout,
+                causal=config.causal,
             )
         else:
             self.fusion = ConcatFusion(widths, self.modalities)
@@ -103,7 +108,7 @@ class JoyfulModel(nn.Module):
 
     def forward(self, batch: Batch, class_weight: Tensor | None = None) -> JoyfulOutput:
         c = self.config
-        fused = self.fusion(batch.x, batch.batch, batch.position, batch.lengths)
+        fused = self.fusion(self.missing(batch.x), batch.batch, batch.position, batch.lengths)
         losses: dict[str, Tensor] = {"mf": fused.loss, "ct": fused.loss.new_zeros(())}
         if self.encoder is None:  # the context-free MLP baseline
             encoded = fused.nodes

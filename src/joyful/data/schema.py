@@ -61,7 +61,7 @@ class Dialogue:
                 )
             if x.shape[1] == 0:
                 raise DataError(source, "feature vectors are empty", dialogue=self.id, field=name)
-            bad = ~np.isfinite(x)
+            bad = ~np.isfinite(x) & ~missing_rows(x)[:, None]
             if bad.any():
                 i = int(np.argwhere(bad.any(axis=1))[0, 0])
                 raise DataError(source, "feature vector holds NaN or infinite values", dialogue=self.id, field=name, index=i)
@@ -82,6 +82,22 @@ class Dialogue:
     def positions(self) -> list[int]:
         """Each utterance's position in the dialogue as the user wrote it."""
         return list(range(len(self))) if self.origin is None else self.origin
+
+
+def missing_rows(x: np.ndarray) -> np.ndarray:
+    """Which utterances lack this modality: a row that is NaN throughout marks it missing.
+
+    NaN rows (not zeros) keep "no face was seen" distinct from "a face with all-zero
+    features", and they survive every array operation the readers do; the model swaps
+    them for a learned missing-modality embedding. A row with only some NaN values is
+    corrupt, not missing, and :meth:`Dialogue.validate` rejects it.
+    """
+    return np.isnan(x).all(axis=1) if x.shape[1] else np.zeros(x.shape[0], dtype=bool)
+
+
+def missing_matrix(n: int, width: int) -> np.ndarray:
+    """Features for ``n`` utterances that all lack the modality."""
+    return np.full((n, width), np.nan, dtype=np.float32)
 
 
 def feature_field(modality: str) -> str:

@@ -188,8 +188,9 @@ def ensure_text_features(data: DialogueSet, encoder: TextEncoder, context: int =
     All texts go to the encoder in one call, so deduplication, batching and the progress
     bar span the whole set. Dialogues that already have ``"t"`` features, or have no
     texts, are left as they are. With ``context`` > 0 each text is encoded together with
-    that many preceding turns (see :mod:`joyful.data.context_text`). ``data`` is modified
-    in place and returned.
+    that many preceding turns (see :mod:`joyful.data.context_text`). An empty text marks
+    the utterance's text as missing (a NaN row), as for any absent modality. ``data`` is
+    modified in place and returned.
     """
     todo = [d for d in data if "t" not in d.features and d.texts is not None]
     for d in todo:
@@ -201,7 +202,8 @@ def ensure_text_features(data: DialogueSet, encoder: TextEncoder, context: int =
     vectors = encoder.encode([t for d in todo for t in contextual_texts(d, context)])
     start = 0
     for d in todo:
-        d.features["t"] = vectors[start : start + len(d.texts)]
+        d.features["t"] = vectors[start : start + len(d.texts)].copy()
+        d.features["t"][[not t.strip() for t in d.texts]] = np.nan  # nothing said: text is missing
         start += len(d.texts)
     return data
 

@@ -2,10 +2,11 @@
 
 ``{"dialogue": id, "utterances": [{"speaker", "text", "label", "text_features",
 "audio", "visual"}]}``. Only ``speaker`` is required; labels and text may be absent
-(prediction input), and features are optional lists of floats. A feature field must be
-on every utterance of a dialogue or on none, because a model cannot mix utterances
-with and without a modality. Other keys are ignored, so users can keep their own
-metadata in the file.
+(prediction input), and features are optional lists of floats. A feature field that is
+``null`` or absent on some utterances of a dialogue marks the modality missing there
+(no face in view, no audio track): the model handles that, and the reader keeps it as
+a NaN row. Text must be on every utterance or on none (an empty string is allowed).
+Other keys are ignored, so users can keep their own metadata in the file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from joyful.atomic import atomic_open
-from joyful.data.schema import MODALITIES, Dialogue, DialogueSet, feature_field
+from joyful.data.schema import MODALITIES, Dialogue, DialogueSet, feature_field, missing_matrix, missing_rows
 from joyful.errors import DataError
 
 #: JSON field name of each modality's vectors.
@@ -41,17 +42,19 @@ def read_jsonl(path: str | os.PathLike, source: str | None = None) -> DialogueSe
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(source, f"line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            dialogues.append(_dialogue(record, n, source))
+            dialogues.append(dialogue_from_record(record, source, line=n))
     return DialogueSet(dialogues, source)
 
 
-def _dialogue(record: Any, line: int, source: str) -> Dialogue:
+def dialogue_from_record(record: Any, source: str, *, line: int | None = None) -> Dialogue:
+    """One dialogue from a decoded JSON object (a line of the file, or a request body), unvalidated."""
+    where = "" if line is None else f"line {line}: "
     if not isinstance(record, dict) or "dialogue" not in record or "utterances" not in record:
-        raise DataError(source, f'line {line}: expected an object with "dialogue" and "utterances"')
+        raise DataError(source, f'{where}expected an object with "dialogue" and "utterances"')
     did = record["dialogue"]
     if not isinstance(did, (str, int)) or isinstance(did, bool):
         raise DataError(
-            source, f"line {line}: dialogue id must be a string or an integer, not {did!r}", field="dialogue"
+            source, f"{where}dialogue id must be a string or an integer, not {did!r}", field="dialogue"
         )
     did = str(did)
     utts = record["utterances"]
@@ -72,8 +75,8 @@ def _dialogue(record: Any, line: int, source: str) -> Dialogue:
     labels = [_label(u.get("label"), source, did, i) for i, u in enumerate(utts)]
     features = {}
     for m, name in FIELDS.items():
-        rows = _all_or_none(utts, name, source, did)
-        if rows is not None:
+        rows = [u.get(name) for u in utts]
+        if any(r is not None for r in rows):
             features[m] = _matrix(rows, source, did, name)
     return Dialogue(
         id=did,
@@ -120,29 +123,35 @@ def _all_or_none(utts: list[dict], name: str, source: str, did: str) -> list | N
 
 
 def _matrix(rows: list, source: str, did: str, name: str) -> np.ndarray:
-    """Per-utterance lists of numbers as a float32 ``(n, width)`` array."""
+    """Per-utterance lists of numbers as a float32 ``(n, width)`` array; ``None`` rows become NaN (missing)."""
+    first = next(i for i, r in enumerate(rows) if r is not None)
     for i, r in enumerate(rows):
+        if r is None:
+            continue
         if not isinstance(r, list):
             raise DataError(
                 source, f"expected a list of numbers, not {type(r).__name__}", dialogue=did, field=name, index=i
             )
-        if len(r) != len(rows[0]):
+        if len(r) != len(rows[first]):
             raise DataError(
                 source,
-                f"vector has width {len(r)}, but utterance 0 has width {len(rows[0])}",
+                f"vector has width {len(r)}, but utterance {first} has width {len(rows[first])}",
                 dialogue=did,
                 field=name,
                 index=i,
             )
+    present = [i for i, r in enumerate(rows) if r is not None]
     try:
-        arr = np.array(rows)
+        arr = np.array([rows[i] for i in present])
     except ValueError:  # nested lists of differing shapes
-        arr = np.array(rows, dtype=object)
+        arr = np.array([rows[i] for i in present], dtype=object)
     if arr.dtype.kind not in "iuf" or arr.ndim != 2:
-        bad = next((i for i, r in enumerate(rows) if not all(_is_number(x) for x in r)), None)
+        bad = next((i for i in present if not all(_is_number(x) for x in rows[i])), None)
         raise DataError(source, "vector holds a value that is not a number", dialogue=did, field=name, index=bad)
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, which validate() reports
-        return arr.astype(np.float32)
+    out = missing_matrix(len(rows), arr.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, which validate() reports
+        out[present] = arr.astype(np.float32)
+    return out
 
 
 def _is_number(x: Any) -> bool:
@@ -156,7 +165,7 @@ def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
             unknown = set(d.features) - set(FIELDS)
             if unknown:
                 raise ValueError(f"dialogue {d.id!r} has modalities {sorted(unknown)} the JSONL format cannot hold")
-            rows = {FIELDS[m]: x.tolist() for m, x in d.features.items()}
+            rows = {FIELDS[m]: _rows(x) for m, x in d.features.items()}
             utterances = []
             for i, spk in enumerate(d.speakers):
                 u: dict[str, Any] = {"speaker": spk}
@@ -168,3 +177,9 @@ def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
                     u[name] = vecs[i]
                 utterances.append(u)
             fh.write(json.dumps({"dialogue": d.id, "utterances": utterances}, ensure_ascii=False) + "\n")
+
+
+def _rows(x: np.ndarray) -> list:
+    """Vectors as lists, a missing utterance (NaN row) as ``None`` (JSON ``null``)."""
+    missing = missing_rows(x)
+    return [None if gone else row for gone, row in zip(missing.tolist(), x.tolist(), strict=True)]

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from joyful.data.schema import DialogueSet, feature_field
+from joyful.data.schema import DialogueSet, missing_matrix
 from joyful.errors import DataError
 from joyful.io.cogmen import dialogues_from_cogmen, is_cogmen
 from joyful.io.dialoguegcn import dialogues_from_dialoguegcn
@@ -115,18 +115,18 @@ def _canonical_split(split: str, path: str) -> str:
 
 
 def _check_same_inputs(data: DialogueSet) -> None:
-    """Every dialogue must carry the same modalities and (not) texts, or a model can't take them all."""
+    """Give every dialogue the same modalities, and require text in every dialogue or none.
+
+    A dialogue without a modality that others carry (a call with no video) gets it as
+    missing on every utterance, which the model handles, rather than being refused.
+    """
+    widths = data.widths()
+    for d in data.dialogues:
+        for m in widths.keys() - d.features.keys():
+            if m != "t" or d.texts is None:  # texts without vectors are encoded later
+                d.features[m] = missing_matrix(len(d), widths[m])
     first = data.dialogues[0]
     for d in data.dialogues[1:]:
-        for m in sorted(set(first.features) ^ set(d.features)):
-            has, lacks = (first, d) if m in first.features else (d, first)
-            raise DataError(
-                data.source,
-                f"has no {feature_field(m)} vectors, but dialogue {has.id!r} has; "
-                "every dialogue needs the same modalities",
-                dialogue=lacks.id,
-                field=feature_field(m),
-            )
         if (first.texts is None) != (d.texts is None):
             has, lacks = (first, d) if first.texts is not None else (d, first)
             raise DataError(

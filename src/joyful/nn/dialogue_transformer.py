@@ -8,6 +8,7 @@ runs on the padded ``(B, M, d)`` view built by :func:`torch_geometric.utils.to_d
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
@@ -26,11 +27,14 @@ class DialogueTransformerLayer(nn.Module):
     while attention costs ``attention_dim/width`` as much, which matters at IEMOCAP's
     1380-wide concatenation (a full-width layer costs 11 M multiply-adds per utterance).
 
+    ``causal`` lets each utterance attend only to itself and earlier ones (live use).
+
     Shapes: ``x (N, width)``, ``batch (N,)`` sorted dialogue index → ``(N, width)``.
     """
 
-    def __init__(self, width: int, heads: int, attention_dim: int, ff: int, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, attention_dim: int, ff: int, dropout: float, causal: bool = False) -> None:
         super().__init__()
+        self.causal = causal
         self.heads = divisor_heads(attention_dim, heads)
         self.attention_dim = attention_dim
         self.qkv = nn.Linear(width, 3 * attention_dim)
@@ -46,8 +50,11 @@ class DialogueTransformerLayer(nn.Module):
         dense, mask = to_dense_batch(self.qkv(x), batch)  # (B, M, 3a), (B, M)
         b, m, _ = dense.shape
         q, k, v = dense.view(b, m, 3, self.heads, a // self.heads).permute(2, 0, 3, 1, 4)
+        allowed = mask[:, None, None, :]  # (B, 1, 1, M): keys inside the dialogue
+        if self.causal:  # and not after the query
+            allowed = allowed & torch.ones(m, m, dtype=torch.bool, device=x.device).tril()
         attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask[:, None, None, :], dropout_p=self.attn_dropout if self.training else 0.0
+            q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
         )
         attended = attended.transpose(1, 2).reshape(b, m, a)[mask]  # back to (N, d)
         x = self.norm1(x + self.dropout(self.out(attended)))
@@ -57,10 +64,12 @@ class DialogueTransformerLayer(nn.Module):
 class DialogueTransformer(nn.Module):
     """A stack of :class:`DialogueTransformerLayer`: the paper's "multi-layer transformer"."""
 
-    def __init__(self, width: int, layers: int, heads: int, attention_dim: int, ff: int, dropout: float) -> None:
+    def __init__(
+        self, width: int, layers: int, heads: int, attention_dim: int, ff: int, dropout: float, causal: bool = False
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            DialogueTransformerLayer(width, heads, attention_dim, ff, dropout) for _ in range(layers)
+            DialogueTransformerLayer(width, heads, attention_dim, ff, dropout, causal) for _ in range(layers)
         )
 
     def forward(self, x: Tensor, batch: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from joyful.nn.dialogue_transformer import DialogueTransformer
 from joyful.nn.mlp import MLP
 from joyful.nn.shared_basis import SharedBasisAttention
-from joyful.nn.topic_smoothing import topic_vectors
+from joyful.nn.topic_smoothing import running_topic_vectors, topic_vectors
 
 
 @dataclass
@@ -27,7 +27,9 @@ class JointFusion(nn.Module):
     """Global contextual branch + modality-specific branch; nodes are ``[ẑ^g; ẑ^ℓ]``.
 
     The squared norms ``||·||²`` of the paper are averaged over utterances and dimensions
-    (mean squared error), so α means the same for any feature width.
+    (mean squared error), so α means the same for any feature width. ``causal`` keeps every
+    utterance's node to its past: causal attention, and each utterance smoothed towards the
+    topic of the dialogue so far rather than of the whole dialogue.
 
     Shapes: ``x[m] (N, d_m)`` → ``nodes (N, Σ_m g_m + |M|·specific_dim)``.
     """
@@ -46,10 +48,12 @@ class JointFusion(nn.Module):
         specific_dim: int,
         n_bases: int,
         dropout: float,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         self.modalities = modalities
         self.eta = eta
+        self.causal = causal
         g = {m: global_hidden or widths[m] for m in modalities}
         self.global_width = sum(g.values())
         self.global_mlps = nn.ModuleDict({m: MLP(widths[m], g[m], g[m], dropout) for m in modalities})
@@ -60,6 +64,7 @@ class JointFusion(nn.Module):
             min(global_attention_dim or self.global_width, self.global_width),
             global_ff or self.global_width,
             dropout,
+            causal=causal,
         )
         self.specific_mlps = nn.ModuleDict({m: MLP(widths[m], specific_dim, specific_dim, dropout) for m in modalities})
         self.basis = SharedBasisAttention(modalities, specific_dim, n_bases)
@@ -69,8 +74,11 @@ class JointFusion(nn.Module):
         # B1: global contextual representation
         z_g = torch.cat([self.global_mlps[m](x[m]) for m in self.modalities], dim=-1)
         z_g_hat = self.transformer(z_g, batch)
-        topic = topic_vectors(z_g_hat, batch, position, lengths, self.eta)
-        j_smooth = F.mse_loss(z_g_hat, topic[batch])
+        if self.causal:
+            topic = running_topic_vectors(z_g_hat, batch, position, lengths, self.eta)
+        else:
+            topic = topic_vectors(z_g_hat, batch, position, lengths, self.eta)[batch]
+        j_smooth = F.mse_loss(z_g_hat, topic)
         j_g_rec = F.mse_loss(z_g_hat, z_g)
         # B2: modality-specific representation on the shared basis
         z_l = {m: self.specific_mlps[m](x[m]) for m in self.modalities}

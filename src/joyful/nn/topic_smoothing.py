@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import scatter
+from torch_geometric.utils import scatter, to_dense_batch
 
 
 def topic_vectors(z: Tensor, batch: Tensor, position: Tensor, lengths: Tensor, eta: float) -> Tensor:
@@ -21,3 +21,18 @@ def topic_vectors(z: Tensor, batch: Tensor, position: Tensor, lengths: Tensor, e
     num = scatter(w[:, None] * z, batch, dim=0, dim_size=lengths.numel(), reduce="sum")
     den = scatter(w, batch, dim=0, dim_size=lengths.numel(), reduce="sum")
     return num / den[:, None]
+
+
+def running_topic_vectors(z: Tensor, batch: Tensor, position: Tensor, lengths: Tensor, eta: float) -> Tensor:
+    """For each utterance i, the topic vector of its dialogue so far: Σ_{j≤i} exp(η·j)·ẑ_j / Σ_{j≤i} exp(η·j).
+
+    The causal model's counterpart of :func:`topic_vectors` (which sees the whole dialogue):
+    prefix sums along each dialogue of the padded batch give every prefix at once. Weights
+    are taken relative to the dialogue's last utterance as there.
+
+    Shapes: ``z (N, d)``, ``batch``/``position (N,)``, ``lengths (B,)`` → ``(N, d)``.
+    """
+    w = torch.exp(eta * (position - (lengths[batch] - 1)).to(z.dtype))
+    num, mask = to_dense_batch(w[:, None] * z, batch)  # (B, M, d)
+    den, _ = to_dense_batch(w[:, None], batch)  # (B, M, 1)
+    return (num.cumsum(1) / den.cumsum(1).clamp_min(torch.finfo(z.dtype).tiny))[mask]
