@@ -178,3 +178,10 @@ def test_default_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("JOYFUL_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert TextEncoder().cache_path == tmp_path / ".cache" / "joyful" / te.CACHE_FILE
+
+
+def test_encoder_without_persistent_cache_writes_nothing_to_disk(tmp_path):
+    enc = TextEncoder(cache_dir=tmp_path, show_progress=False, persistent_cache=False)
+    vectors = enc.encode(["a private sentence", "another one"])
+    assert vectors.shape == (2, 384) and np.isfinite(vectors).all()
+    assert not any(tmp_path.iterdir())

@@ -24,9 +24,10 @@ from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from joyful.config import JoyfulConfig
 from joyful.data.finetune_text import finetune_text_encoder
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
-from joyful.data.schema import Dialogue, DialogueSet
+from joyful.data.schema import MODALITY_NAMES, Dialogue, DialogueSet
 from joyful.data.text_encoder import TextEncoder, ensure_text_features
 from joyful.errors import DataError, JoyfulError
+from joyful.explain import explain_dialogues
 from joyful.io.readers import read_dialogues
 from joyful.model import JoyfulModel
 from joyful.plots import plot_training_curves
@@ -70,6 +71,9 @@ class Joyful:
         self.result: TrainResult | None = None
         self.text_encoder_dir: Path | None = None
         """A fine-tuned text encoder saved in the model directory, used instead of ``config.text_encoder``."""
+        self.text_cache: bool = True
+        """Keep text embeddings in the on-disk cache; a service holding personal data turns this off."""
+        self._encoder: TextEncoder | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> Joyful:
@@ -77,7 +81,12 @@ class Joyful:
 
     # ------------------------------------------------------------------ data
     def _text_encoder(self, progress: bool) -> TextEncoder:
-        return TextEncoder(str(self.text_encoder_dir or self.config.text_encoder), show_progress=progress)
+        """The text encoder, loaded once per estimator (a service encodes on every request)."""
+        name = str(self.text_encoder_dir or self.config.text_encoder)
+        if self._encoder is None or self._encoder.name != name:
+            self._encoder = TextEncoder(name, persistent_cache=self.text_cache)
+        self._encoder.show_progress = progress
+        return self._encoder
 
     def prepare(self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True) -> DialogueSet:
         """Read, apply the label set's filtering, and add text features where only text is given.
@@ -251,22 +260,41 @@ class Joyful:
         result["dialogue"] = [d.id for d in ds for _ in range(len(d))]
         return result
 
-    def predict(self, data: DataLike, *, progress: bool = False) -> list[dict]:
-        """One record per utterance: dialogue, index (position as read), speaker, label, probabilities."""
+    def predict(self, data: DataLike, *, progress: bool = False, explain: bool = False, top_k: int = 3) -> list[dict]:
+        """One record per utterance: dialogue, index (position as read), speaker, label, probabilities.
+
+        With ``explain``, each record also has ``explanation``: ``modalities`` (per modality,
+        the drop in the label's probability when that modality is marked missing) and
+        ``context`` (the ``top_k`` other utterances whose removal changes it most, as
+        ``{"index", "speaker", "influence"}``); see :mod:`joyful.explain`.
+        """
         ds = self._prepared(data, "test", progress)
         encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
         names = self.info.label_set.labels
+        probabilities = predict_probabilities(self.model, encoded, self.config.batch_size)
+        explanations = explain_dialogues(self.model, encoded, self.config.batch_size, top_k) if explain else None
         rows = []
-        for d, probs in zip(ds, predict_probabilities(self.model, encoded, self.config.batch_size), strict=True):
+        for k, (d, probs) in enumerate(zip(ds, probabilities, strict=True)):
             best = probs.argmax(-1)
-            for i, (pos, speaker) in enumerate(zip(d.positions(), d.speakers, strict=True)):
-                rows.append({
+            positions = d.positions()
+            for i, (pos, speaker) in enumerate(zip(positions, d.speakers, strict=True)):
+                row = {
                     "dialogue": d.id,
                     "index": int(pos),
                     "speaker": speaker,
                     "label": names[int(best[i])],
                     "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs[i], strict=True)},
-                })
+                }
+                if explanations is not None:
+                    e = explanations[k][i]
+                    row["explanation"] = {
+                        "modalities": {MODALITY_NAMES[m]: round(v, 6) for m, v in e["modalities"].items()},
+                        "context": [
+                            {"index": int(positions[j]), "speaker": d.speakers[j], "influence": round(v, 6)}
+                            for j, v in e["context"]
+                        ],
+                    }
+                rows.append(row)
         return rows
 
 

@@ -73,6 +73,7 @@ class TextEncoder:
         batch_size: int = 64,
         device: str = "cpu",
         show_progress: bool = True,
+        persistent_cache: bool = True,
     ) -> None:
         if batch_size < 1:
             raise JoyfulError(f"text encoder batch size must be at least 1, got {batch_size}")
@@ -80,6 +81,8 @@ class TextEncoder:
         self.batch_size = batch_size
         self.device = device
         self.show_progress = show_progress
+        self.persistent_cache = persistent_cache
+        """False: nothing is written to disk (a fresh in-memory cache per call), for personal data."""
         self.cache_path = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / CACHE_FILE
         self._source, self.cache_key = _resolve(name)
         self._model: SentenceTransformer | None = None
@@ -167,8 +170,11 @@ class TextEncoder:
         WAL mode and a generous lock timeout let several runs share one cache file.
         """
         try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.cache_path, timeout=60)
+            if self.persistent_cache:
+                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.cache_path, timeout=60)
+            else:
+                db = sqlite3.connect(":memory:")
         except (OSError, sqlite3.Error) as exc:
             raise JoyfulError(f"cannot open the text embedding cache {self.cache_path}: {exc}") from exc
         try:
