@@ -78,6 +78,8 @@ def train(
     class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")] = False,
     text_context: Annotated[Optional[int], typer.Option(help="Earlier turns encoded with each utterance's text.")] = None,
     finetune_text_encoder: Annotated[bool, typer.Option(help="Fine-tune the text encoder on the training dialogues (with --text-context) first.")] = False,
+    causal: Annotated[bool, typer.Option(help="Past context only (future window 0, causal attention), for streaming with `joyful serve`.")] = False,
+    modality_dropout: Annotated[Optional[float], typer.Option(help="Chance of hiding a present modality of an utterance while training, so missing modalities are handled well (e.g. 0.1).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a Joyful model and write the best checkpoint (by validation weighted F1) to --out."""
@@ -109,6 +111,10 @@ def train(
         changes["class_weights"] = True
     if finetune_text_encoder:
         changes["finetune_text_encoder"] = True
+    if causal:
+        changes.update(causal=True, window_future=0)
+    if modality_dropout is not None:
+        changes["modality_dropout"] = modality_dropout
     cfg = cfg.replace(**changes)
     clf = Joyful(cfg).fit(train, valid, out_dir=out, progress=not quiet)
     best = clf.result.best_valid
@@ -175,18 +181,82 @@ def _print_metrics(metrics: dict) -> None:
 @_guard
 def predict(
     model: ModelDir,
-    data: DataPath,
+    data: Annotated[Optional[str], typer.Option(help="Dialogues to label (any data format), optionally with #split.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="Or a manifest of recordings (see `joyful extract`): features are extracted as the model's training data was, then labelled.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="JSONL file to write (standard output if omitted).")] = None,
+    explain: Annotated[bool, typer.Option(help="Add per utterance the contribution of each modality and the most influential context utterances.")] = False,
+    top_k: Annotated[int, typer.Option(help="Context utterances listed per explanation.")] = 3,
+    workers: Annotated[int, typer.Option(help="Worker processes for feature extraction (--manifest).")] = 2,
 ) -> None:
     """Label every utterance: one JSON line each with dialogue, index, speaker, label, probabilities."""
     from joyful.api import Joyful, write_predictions
+    from joyful.errors import JoyfulError
 
-    rows = Joyful.load(model).predict(data, progress=out is not None)
+    if (data is None) == (manifest is None):
+        raise JoyfulError("give either --data (dialogues) or --manifest (recordings)")
+    clf = Joyful.load(model)
+    failed = 0
+    if manifest is not None:
+        from joyful.extract.predict import extract_for_model
+
+        dialogues, failed = extract_for_model(clf, manifest, workers=workers, progress=True)
+        data = dialogues
+    rows = clf.predict(data, progress=out is not None, explain=explain, top_k=top_k)
     if out is None:
         sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     else:
         write_predictions(rows, out)
         typer.echo(f"wrote {len(rows)} predictions to {out}", err=True)
+    if failed:
+        typer.echo(f"joyful: {failed} media file(s) could not be read; their utterances were labelled without them", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def finetune(
+    model: ModelDir,
+    out: Annotated[Path, typer.Option(help="Directory for the adapted model (the original is left as it is).")],
+    corrections: Annotated[Optional[Path], typer.Option(help="Correction store (SQLite) written by `joyful serve` or `joyful correct`.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Or/and a small labelled dataset to adapt to (domain adaptation).")] = None,
+    replay: Annotated[Optional[str], typer.Option(help="Original training data replayed so old classes are not forgotten (default: the model's training data, if still there).")] = None,
+    valid: Annotated[Optional[str], typer.Option(help="Validation data scored before and after (default: the model's validation data, if still there).")] = None,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: a third of the model's).")] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest accepted drop of validation weighted F1 when choosing the epoch.")] = 0.01,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Adapt a model to human corrections or on-site data, with replay; print validation scores before and after."""
+    import os
+
+    from joyful.adapt import adapt, save_adapted, stored_corrections
+    from joyful.api import Joyful
+    from joyful.data.schema import DialogueSet
+    from joyful.errors import JoyfulError
+    from joyful.io.readers import parse_spec
+
+    if corrections is None and data is None:
+        raise JoyfulError("give --corrections (a correction store) and/or --data (labelled dialogues)")
+    clf = Joyful.load(model)
+    new = []
+    if corrections is not None:
+        new += stored_corrections(corrections).dialogues
+    if data is not None:
+        new += clf.prepare(data, role="train", label_set=clf.info.label_set, progress=not quiet).dialogues
+    sources = clf.info.extra.get("data_source") or {}
+
+    def default(given: str | None, role: str) -> str | None:
+        if given is not None or not sources.get(role):
+            return given
+        return sources[role] if os.path.exists(parse_spec(sources[role])[0]) else None
+
+    replay, valid = default(replay, "train"), default(valid, "valid")
+    adapted, report = adapt(
+        clf, DialogueSet(new, str(corrections or data)), replay=replay, valid=valid,
+        epochs=epochs, lr=lr, tolerance=tolerance, progress=not quiet,
+    )
+    save_adapted(adapted, model, out)
+    typer.echo(json.dumps({"model": str(out), "replay": replay, "valid": valid, **report.summary()}))
 
 
 @app.command()
@@ -230,7 +300,15 @@ def report(
     typer.echo(f"report: {write_report(run, data=data, out=out, progress=not quiet)}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one plain line, like errors, not Python's file-and-line form."""
+    typer.echo(f"joyful: warning: {message}", err=True)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
     app()
 
 

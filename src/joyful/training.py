@@ -90,12 +90,14 @@ def train(
     on_improvement: Callable[[int, dict | None], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
+    selection: Callable[[dict | None], float] | None = None,
 ) -> TrainResult:
     """Train in place and leave the best weights loaded.
 
-    ``on_improvement`` is called after every epoch that beats the best validation weighted
-    F1 so far (every epoch without a validation set); the caller writes the checkpoint
-    there, so an interrupted run keeps its best model.
+    ``on_improvement`` is called after every epoch that beats the best selection score so
+    far (validation weighted F1, or ``selection(valid_metrics)`` when given; every epoch
+    without a validation set); the caller writes the checkpoint there, so an interrupted
+    run keeps its best model.
     """
     c = model.config
     generator = seed_everything(c.seed)
@@ -124,7 +126,7 @@ def train(
         result.history.append(record)
         if on_epoch:
             on_epoch(record)
-        score = valid["weighted_f1"] if valid else float(epoch)
+        score = (selection(valid) if selection else valid["weighted_f1"]) if valid else float(epoch)
         if score > best_score:
             best_score, waited = score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -133,7 +135,7 @@ def train(
                 on_improvement(epoch, valid)
         else:
             waited += 1
-        epochs.set_postfix(loss=f"{record.losses['all']:.3f}", valid_wf1=f"{score:.4f}" if valid else "-")
+        epochs.set_postfix(loss=f"{record.losses['all']:.3f}", valid_wf1=f"{valid['weighted_f1']:.4f}" if valid else "-")
         if valid and waited >= c.patience:
             result.stopped_early = True
             break

@@ -1,0 +1,95 @@
+"""Adapting a model to corrections (with replay) and to on-site data: the corrections take, nothing is forgotten."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY, WIDTHS
+from joyful import Joyful, JoyfulConfig
+from joyful.adapt import adapt
+from joyful.corrections import CorrectionStore
+from joyful.synthetic import generate_dialogues
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    Joyful(JoyfulConfig(**TINY)).fit(data_dir / "train.jsonl", data_dir / "valid.jsonl", out_dir=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(model_dir, tmp_path_factory):
+    """Two new dialogues in a store, with five utterances corrected to a label the model did not give."""
+    clf = Joyful.load(model_dir)
+    path = tmp_path_factory.mktemp("store") / "store.sqlite"
+    new = generate_dialogues(2, widths=WIDTHS, seed=77, signal=2.5, prefix="onsite-", min_length=10, max_length=12)
+    rows = clf.predict(new)
+    labels = clf.info.label_set.labels
+    wanted = {}
+    with CorrectionStore(path) as s:
+        for d in new:
+            d.labels = None
+            s.save_dialogue(d)
+        for r in [r for r in rows if r["index"] % 4 == 1][:5]:
+            other = labels[(labels.index(r["label"]) + 1) % len(labels)]
+            s.add_correction(r["dialogue"], r["index"], other, annotator="tester")
+            wanted[(r["dialogue"], r["index"])] = other
+    return path, wanted
+
+
+def test_corrections_are_learned_without_losing_validation_f1(model_dir, store, data_dir):
+    path, wanted = store
+    clf = Joyful.load(model_dir)
+    with CorrectionStore(path) as s:
+        corrected = s.corrected_dialogues()
+    adapted, report = adapt(clf, corrected, replay=data_dir / "train.jsonl", valid=data_dir / "valid.jsonl", progress=False)
+    assert report.new_accuracy_before == 0.0  # every correction disagreed with the model
+    rows = {(r["dialogue"], r["index"]): r["label"] for r in adapted.predict(corrected)}
+    right = sum(rows[k] == v for k, v in wanted.items())
+    assert right >= 4, (right, report.summary())
+    assert report.valid_after["weighted_f1"] >= report.valid_before["weighted_f1"] - 0.01
+    assert clf.predict(corrected) != adapted.predict(corrected)  # the original is untouched
+    assert Joyful.load(model_dir).predict(corrected) == clf.predict(corrected)
+
+
+def test_finetune_command_writes_a_new_model_and_reports_before_and_after(model_dir, store, tmp_path):
+    path, wanted = store
+    out = tmp_path / "adapted"
+    run = subprocess.run(
+        [sys.executable, "-m", "joyful.cli", "finetune", "--model", str(model_dir), "--corrections", str(path),
+         "--out", str(out), "--epochs", "6", "--quiet"],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["new_labels"] == len(wanted)
+    assert summary["valid_weighted_f1_before"] is not None and summary["valid_weighted_f1_after"] is not None
+    assert summary["replay"].endswith("train.jsonl")  # the model's own training data, found from its meta
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["adaptation"]["new_labels"] == len(wanted)
+    assert Joyful.load(out).info.label_set == Joyful.load(model_dir).info.label_set
+
+
+def test_finetune_needs_something_to_adapt_to(model_dir, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "joyful.cli", "finetune", "--model", str(model_dir), "--out", str(tmp_path / "x")],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 2 and "--corrections" in run.stderr
+
+
+def test_domain_adaptation_with_a_small_labelled_dataset(model_dir, data_dir, tmp_path):
+    from joyful.io.jsonl import write_jsonl
+
+    onsite = generate_dialogues(4, widths=WIDTHS, seed=88, signal=2.5, prefix="site-")
+    write_jsonl(onsite.dialogues, tmp_path / "site.jsonl")
+    clf = Joyful.load(model_dir)
+    adapted, report = adapt(clf, tmp_path / "site.jsonl", replay=data_dir / "train.jsonl",
+                            valid=data_dir / "valid.jsonl", epochs=4, progress=False)
+    assert report.n_new_labels == onsite.n_utterances and report.best_epoch >= 1
+    assert report.new_accuracy_after >= report.new_accuracy_before - 0.05
