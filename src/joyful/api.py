@@ -143,6 +143,7 @@ class Joyful:
                 "finetuned_text_encoder": FINETUNED_DIR if self.text_encoder_dir else None,
                 "data_hash": hashes,
                 "data_source": {"train": train_set.source, "valid": valid_set.source if valid_set else None},
+                "extraction": extraction_settings(train_data),
                 "n_utterances": {"train": train_set.n_utterances, "valid": valid_set.n_utterances if valid_set else 0},
             },
         )
@@ -252,7 +253,8 @@ class Joyful:
         parts: dict[str, list] = {"input": [], "fused": [], "encoded": []}
         for batch in iterate_batches(encoded, self.config.batch_size, self.model.n_speakers, shuffle=False):
             out = self.model(batch)
-            parts["input"].append(torch.cat([batch.x[m] for m in self.config.modality_order], dim=-1))
+            x = self.model.missing(batch.x)  # missing modalities as the model sees them
+            parts["input"].append(torch.cat([x[m] for m in self.config.modality_order], dim=-1))
             parts["fused"].append(out.fused)
             parts["encoded"].append(out.encoded)
         result: dict[str, Any] = {k: torch.cat(v).numpy() for k, v in parts.items()}
@@ -296,6 +298,24 @@ class Joyful:
                     }
                 rows.append(row)
         return rows
+
+
+def extraction_settings(data: DataLike) -> dict | None:
+    """How ``joyful extract`` made this data (its ``DATASET.extraction.json``), if it did.
+
+    Kept in the model's meta so that ``joyful predict --manifest`` extracts new recordings
+    exactly as the training data was extracted.
+    """
+    if not isinstance(data, (str, os.PathLike)):
+        return None
+    sidecar = Path(str(data).partition("#")[0] + ".extraction.json")
+    if not sidecar.is_file():
+        return None
+    try:
+        settings = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise JoyfulError(f"{sidecar}: cannot read the extraction settings ({e})") from None
+    return {k: v for k, v in settings.items() if k not in ("failures", "counts")}
 
 
 def write_history(history: Sequence[EpochRecord], path: Path) -> None:
