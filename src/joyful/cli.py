@@ -288,6 +288,27 @@ def benchmark(
 
 @app.command()
 @_guard
+def tune(
+    train: DataPath,
+    valid: Annotated[str, typer.Option(help="Validation data: the only data the search scores.")],
+    out: Annotated[Path, typer.Option(help="Directory for the study (resumable), trials.json and best_config.json.")],
+    trials: Annotated[int, typer.Option(help="Trials to run (added to those already in --out).")] = 20,
+    preset: Annotated[str, typer.Option(help="Preset the search starts from.")] = "default",
+    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields applied after the preset (fixed during the search).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Search learning rate, dropout, window, α, β, masking, τ, width, weight decay, class weights on validation (Optuna)."""
+    from joyful.benchmark.tune import tune as run_tune
+    from joyful.config import JoyfulConfig
+
+    cfg = JoyfulConfig.preset(preset)
+    if config is not None:
+        cfg = JoyfulConfig.from_dict({**cfg.to_dict(), **_read_config_fields(config)})
+    typer.echo(json.dumps(run_tune(train, valid, out, base=cfg, trials=trials, progress=not quiet)))
+
+
+@app.command()
+@_guard
 def report(
     run: Annotated[Path, typer.Option(help="Model directory written by `joyful train` (or by a benchmark run).")],
     data: Annotated[Optional[str], typer.Option(help="Labelled data to analyse (default: the run's validation data).")] = None,
