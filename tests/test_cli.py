@@ -87,3 +87,30 @@ def test_demo_runs_end_to_end(tmp_path):
     proc = joyful("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--quiet")
     assert "test: accuracy" in proc.stdout
     assert (tmp_path / "demo" / "predictions.jsonl").stat().st_size > 0
+
+
+def test_predict_explain_and_missing_modality_warning(model_dir, data_dir, tmp_path):
+    no_video = []
+    for line in (data_dir / "test.jsonl").read_text().splitlines()[:2]:
+        d = json.loads(line)
+        for u in d["utterances"]:
+            del u["visual"]
+        no_video.append(json.dumps(d))
+    (tmp_path / "novideo.jsonl").write_text("\n".join(no_video) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "joyful.cli", "predict", "--model", str(model_dir), "--data", str(tmp_path / "novideo.jsonl"),
+         "--explain", "--top-k", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "joyful: warning:" in proc.stderr and "visual" in proc.stderr and "Warning" not in proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == sum(len(json.loads(x)["utterances"]) for x in no_video)
+    assert all(len(r["explanation"]["context"]) == 2 and set(r["explanation"]["modalities"]) == {"text", "audio", "visual"}
+               for r in rows)
+    assert all(r["explanation"]["modalities"]["visual"] == 0 for r in rows)  # nothing to leave out
+
+
+def test_predict_needs_data_or_manifest(model_dir):
+    proc = joyful("predict", "--model", str(model_dir), check=False)
+    assert proc.returncode == 2 and "--data" in proc.stderr and "--manifest" in proc.stderr
