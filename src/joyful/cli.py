@@ -321,6 +321,17 @@ def report(
     typer.echo(f"report: {write_report(run, data=data, out=out, progress=not quiet)}")
 
 
+def _register_tool_commands() -> None:
+    """Commands that live with their subsystem (cheap to import: their heavy imports run inside)."""
+    from joyful.service.commands import correct_command, serve_command
+
+    app.command("serve")(_guard(serve_command))
+    app.command("correct")(_guard(correct_command))
+
+
+_register_tool_commands()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one plain line, like errors, not Python's file-and-line form."""
     typer.echo(f"joyful: warning: {message}", err=True)

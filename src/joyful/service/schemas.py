@@ -1,0 +1,147 @@
+"""Request and response bodies of the prediction service, as pydantic models.
+
+They exist so that the OpenAPI schema (``/docs``, ``/openapi.json``) tells a client
+exactly what to send and what comes back, and so that type errors are answered with the
+offending field's path before any model code runs. The request shapes are those of the
+JSONL dialogue format (a dialogue is one line of a file, an utterance one element of its
+``utterances``), so a client can send what it would write to a file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, StringConstraints
+
+
+def _int_as_str(value: object) -> object:
+    """Integers become strings, as the JSONL reader takes them (speaker 1, dialogue 42)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Vector = Annotated[list[FiniteFloat], Field(min_length=1)]
+# The constraints come before the validator so that they apply to the string it makes.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), BeforeValidator(_int_as_str)]
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$"), BeforeValidator(_int_as_str),
+    Field(description="No '/' or control characters."),
+]
+
+
+class UtteranceIn(BaseModel):
+    """One utterance, as in the JSONL dialogue format; a feature field left out (or null) marks that modality missing."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"speaker": "F", "text": "Excuse me.", "audio": [0.1, -0.3]}]},
+    )
+    speaker: Name
+    text: str | None = Field(None, description="What was said; encoded by the model's text encoder when text_features is absent.")
+    label: Name | None = Field(None, description="A known (gold) label, stored with the dialogue; not used to predict.")
+    text_features: Vector | None = None
+    audio: Vector | None = None
+    visual: Vector | None = None
+
+
+class DialogueIn(BaseModel):
+    """One dialogue, exactly one line of the JSONL dialogue format."""
+
+    model_config = ConfigDict(extra="ignore")
+    dialogue: Id
+    utterances: Annotated[list[UtteranceIn], Field(min_length=1)]
+
+
+class SessionIn(BaseModel):
+    """A new streaming session; both fields are optional."""
+
+    model_config = ConfigDict(extra="forbid")
+    dialogue: Id | None = Field(None, description="Dialogue id to store the session under (default: a new random id).")
+    speakers: list[Name] | None = Field(None, description="If given, every utterance's speaker must be one of these.")
+
+
+class CorrectionIn(BaseModel):
+    """A human's label for one utterance of a stored dialogue."""
+
+    model_config = ConfigDict(extra="forbid")
+    dialogue: Id
+    index: Annotated[int, Field(ge=0, description="The utterance's position in the dialogue (as in predictions).")]
+    label: Name
+    annotator: Name | None = None
+
+
+class ContextInfluence(BaseModel):
+    index: int
+    speaker: str
+    influence: float = Field(description="Drop in the predicted label's probability when this utterance is left out.")
+
+
+class Explanation(BaseModel):
+    """Why the model chose a label: leave-one-modality-out and leave-one-utterance-out drops in its probability."""
+
+    model_config = ConfigDict(extra="allow")
+    modalities: dict[str, float] = Field(description="Per modality (text, audio, visual): drop in the label's probability without it.")
+    context: list[ContextInfluence] = Field(description="The context utterances whose removal changes the probability most.")
+
+
+class PredictionOut(BaseModel):
+    index: int = Field(description="The utterance's position in the dialogue as sent.")
+    speaker: str
+    label: str
+    probabilities: dict[str, float]
+    explanation: Explanation | None = None
+
+
+class PredictOut(BaseModel):
+    dialogue: str
+    stored: bool = Field(description="Whether the dialogue (speakers, features, labels) was saved for corrections.")
+    utterances: list[PredictionOut]
+
+
+class SessionOut(BaseModel):
+    session: str = Field(description="Use in /sessions/{session}/utterances; keep it private, it gives access to the session.")
+    dialogue: str
+    speakers: list[str] | None
+    causal: bool = Field(description="Whether labels are final when given (a causal model never revises them).")
+    utterances: list[PredictionOut]
+
+
+class UtteranceOut(PredictionOut):
+    session: str
+    dialogue: str
+
+
+class CorrectionOut(BaseModel):
+    dialogue: str
+    index: int
+    label: str
+    annotator: str | None
+    created: str = Field(description="ISO-8601 time in UTC.")
+
+
+class DeletedOut(BaseModel):
+    dialogue: str
+    removed: dict[str, int] = Field(description="What was removed: live sessions, and rows per table of the store.")
+
+
+class ModelOut(BaseModel):
+    labels: list[str]
+    label_set: str
+    modalities: list[str] = Field(description="Modality keys the model uses: t (text), a (audio), v (visual).")
+    widths: dict[str, int] = Field(description="Expected vector width per request field (text_features, audio, visual).")
+    causal: bool
+    text_encoder: str | None = Field(description="What encodes texts sent without text_features (None: no text modality).")
+    text_context: int
+    n_speakers: int
+    version: str = Field(description="Version of joyful serving the model.")
+    trained_with: str | None = Field(description="Version of joyful that trained the model.")
+
+
+class HealthOut(BaseModel):
+    status: str
+    sessions: int
+    max_sessions: int
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What is wrong, on one line, naming the field and utterance where known.")
+    errors: list[dict] | None = Field(None, description="For a body that does not fit the schema: each problem found.")
