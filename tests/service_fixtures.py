@@ -88,18 +88,11 @@ def live_server(app) -> Iterator[str]:
         sock.close()
 
 
-#: Runs the serve command the way the CLI will, from a throwaway typer app.
-SERVE = (
-    "import typer; from joyful.service.commands import serve_command; app = typer.Typer(); "
-    "app.command('serve')(serve_command); app.command('other')(lambda: None); app()"
-)
-
-
 @contextlib.contextmanager
 def serve_process(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """``joyful serve ARGS --port 0`` in a subprocess; yields its base URL (read from its first line) and the process."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "serve", *args, "--port", "0"], stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "joyful.cli", "serve", *args, "--port", "0"], stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     try:

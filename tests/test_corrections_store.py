@@ -9,13 +9,12 @@ import threading
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from joyful.corrections import Correction, CorrectionStore
 from joyful.data.schema import Dialogue
 from joyful.errors import DataError, JoyfulError
-from joyful.service.commands import correct_command
+from joyful.cli import app
 from service_fixtures import file_bytes, served_model_dir  # noqa: F401 - served_model_dir is a fixture
 
 LABELS = ("hap", "sad", "neu")
@@ -200,9 +199,6 @@ def test_not_a_store_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------- joyful correct
 @pytest.fixture
 def cli():
-    app = typer.Typer()
-    app.command("correct")(correct_command)
-    app.command("noop")(lambda: None)  # a second command, so "correct" is a subcommand as in the real CLI
     return lambda *args: CliRunner().invoke(app, ["correct", *args])
 
 
@@ -223,11 +219,11 @@ def test_correct_command_refuses_bad_input(cli, tmp_path, served_model_dir):
     with CorrectionStore(path) as store:
         store.save_dialogue(dialogue("d1"))
     result = cli("--store", str(tmp_path / "missing.sqlite"), "--dialogue", "d1", "--index", "0", "--label", "sad")
-    assert isinstance(result.exception, JoyfulError) and "no such correction store" in str(result.exception)
+    assert result.exit_code == 2 and "no such correction store" in result.output
     result = cli("--store", str(path), "--dialogue", "d1", "--index", "9", "--label", "sad")
-    assert isinstance(result.exception, DataError) and "no utterance 9" in str(result.exception)
+    assert result.exit_code == 2 and "no utterance 9" in result.output
     result = cli("--store", str(path), "--dialogue", "d1", "--index", "0", "--label", "joy", "--model", str(served_model_dir))
-    assert isinstance(result.exception, DataError) and "unknown label 'joy'" in str(result.exception)
+    assert result.exit_code == 2 and "unknown label 'joy'" in result.output
     result = cli("--store", str(path), "--dialogue", "d1", "--index", "0", "--label", "sad", "--model", str(served_model_dir))
     assert result.exit_code == 0, result.output
 

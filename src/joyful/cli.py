@@ -323,8 +323,10 @@ def report(
 
 def _register_tool_commands() -> None:
     """Commands that live with their subsystem (cheap to import: their heavy imports run inside)."""
+    from joyful.extract.command import extract_command
     from joyful.service.commands import correct_command, serve_command
 
+    app.command("extract")(_guard(extract_command))
     app.command("serve")(_guard(serve_command))
     app.command("correct")(_guard(correct_command))
 

@@ -1,0 +1,74 @@
+"""Features for a trained model straight from recordings, extracted exactly as its training data was.
+
+A model trained on ``joyful extract`` output carries that extraction's settings in its
+meta (the sidecar, copied by ``joyful train``); features made with any other encoder,
+feature set or frame rate would feed the model numbers it never learnt to read, so the
+settings are taken from there and only the modalities the model uses are extracted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from joyful.data.schema import MODALITY_NAMES, DialogueSet
+from joyful.errors import JoyfulError
+from joyful.extract import DEFAULT_FPS
+from joyful.extract.audio import audio_feature_set
+from joyful.extract.runner import dialogues_from_manifest
+from joyful.extract.visual import visual_feature_set
+
+if TYPE_CHECKING:
+    from joyful.api import Joyful
+
+
+def extract_for_model(
+    clf: Joyful,
+    manifest: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[DialogueSet, int]:
+    """The manifest's dialogues with the features ``clf`` expects, and how many media files failed."""
+    info = clf.info
+    if info is None:
+        raise JoyfulError("this Joyful has no model yet: call fit() or Joyful.load()")
+    used = set(info.config.modalities)
+    # Without extraction settings (not trained on `joyful extract` output) texts go to the model as
+    # they are, and it encodes them as in training (its own encoder, text context, fine-tuning).
+    settings = info.extra.get("extraction") or {}
+    names = {
+        "t": settings.get("text_encoder") if "t" in used else None,
+        "a": settings.get("audio_features") if "a" in used else None,
+        "v": settings.get("visual_features") if "v" in used else None,
+    }
+    for m in sorted(used & {"a", "v"}):  # checked before any work: the sets' widths are known up front
+        if names[m] is None:
+            raise JoyfulError(
+                f"this model uses {MODALITY_NAMES[m]} features that `joyful extract` did not make, so they cannot "
+                "be extracted from recordings; train on a dataset made by `joyful extract`"
+            )
+        spec = audio_feature_set(names[m]) if m == "a" else visual_feature_set(names[m])
+        _check_width(m, spec.width, info.widths.get(m), str(manifest))
+    data, report = dialogues_from_manifest(
+        manifest,
+        text_encoder=names["t"],
+        audio_features=names["a"],
+        visual_features=names["v"],
+        fps=float(settings.get("fps") or DEFAULT_FPS),
+        workers=workers,
+        progress=progress,
+        cache_dir=cache_dir,
+    )
+    if "t" in report.widths:  # else texts without features go to the model, which encodes them itself
+        _check_width("t", report.widths["t"], info.widths.get("t"), report.manifest)
+    return data, len(report.failed_files)
+
+
+def _check_width(modality: str, got: int, expected: int | None, source: str) -> None:
+    if got != expected:
+        raise JoyfulError(
+            f"{source}: extraction gives {MODALITY_NAMES[modality]} features of width {got}, but the model "
+            f"expects width {expected}; was it trained on features from other extraction settings?"
+        )
