@@ -84,11 +84,9 @@ def train(
 ) -> None:
     """Train a Joyful model and write the best checkpoint (by validation weighted F1) to --out."""
     from joyful.api import Joyful
-    from joyful.config import OFFICIAL_AUGMENTATION, JoyfulConfig
+    from joyful.config import OFFICIAL_AUGMENTATION
 
-    cfg = JoyfulConfig.preset(preset)
-    if config is not None:
-        cfg = JoyfulConfig.from_dict({**cfg.to_dict(), **_read_config_fields(config)})
+    cfg = _base_config(preset, config)
     changes: dict = {}
     for name, value in {
         "modalities": modalities, "seed": seed, "epochs": epochs, "text_encoder": text_encoder, "label_set": label_set,
@@ -122,6 +120,16 @@ def train(
     if best:
         summary.update({k: round(best[k], 4) for k in ("accuracy", "weighted_f1", "macro_f1")})
     typer.echo(json.dumps(summary))
+
+
+def _base_config(preset: str, config: Path | None):
+    """The preset, with the fields of a ``--config`` JSON file applied over it."""
+    from joyful.config import JoyfulConfig
+
+    cfg = JoyfulConfig.preset(preset)
+    if config is not None:
+        cfg = JoyfulConfig.from_dict({**cfg.to_dict(), **_read_config_fields(config)})
+    return cfg
 
 
 def _read_config_fields(path: Path) -> dict:
@@ -299,11 +307,8 @@ def tune(
 ) -> None:
     """Search learning rate, dropout, window, α, β, masking, τ, width, weight decay, class weights on validation (Optuna)."""
     from joyful.benchmark.tune import tune as run_tune
-    from joyful.config import JoyfulConfig
 
-    cfg = JoyfulConfig.preset(preset)
-    if config is not None:
-        cfg = JoyfulConfig.from_dict({**cfg.to_dict(), **_read_config_fields(config)})
+    cfg = _base_config(preset, config)
     typer.echo(json.dumps(run_tune(train, valid, out, base=cfg, trials=trials, progress=not quiet)))
 
 
