@@ -102,17 +102,25 @@ async function addUtterance(event) {
   event.preventDefault();
   const speaker = $("speaker").value.trim();
   const text = $("text").value;
+  const features = $("features").value;
   const body = { ...featureFields(), speaker };
   if (text.trim()) body.text = text;
   if (!state.session) await startSession();
   $("add").disabled = true;
+  // Cleared now, not when the answer comes, so the next utterance can be typed meanwhile.
+  $("text").value = "";
+  $("features").value = "";
   try {
     const result = await api("POST", `/sessions/${encodeURIComponent(state.session)}/utterances`, body);
     state.utterances.push({ ...result, text });
-    $("text").value = "";
-    $("features").value = "";
     render();
     status(`utterance ${result.index}: ${result.label}`);
+  } catch (error) {
+    if (!$("text").value && !$("features").value) {  // give the refused utterance back to edit
+      $("text").value = text;
+      $("features").value = features;
+    }
+    throw error;
   } finally {
     $("add").disabled = false;
   }
