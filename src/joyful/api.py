@@ -29,6 +29,7 @@ from joyful.data.text_encoder import TextEncoder, ensure_text_features
 from joyful.errors import DataError, JoyfulError
 from joyful.explain import explain_dialogues
 from joyful.io.readers import read_dialogues
+from joyful.ensemble import EnsembleModel
 from joyful.model import JoyfulModel
 from joyful.plots import plot_training_curves
 from joyful.seeding import seed_everything
@@ -66,7 +67,7 @@ class Joyful:
 
     def __init__(self, config: JoyfulConfig | None = None, **overrides: Any) -> None:
         self.config = (config or JoyfulConfig()).replace(**overrides) if overrides else (config or JoyfulConfig())
-        self.model: JoyfulModel | None = None
+        self.model: JoyfulModel | EnsembleModel | None = None
         self.info: ModelInfo | None = None
         self.result: TrainResult | None = None
         self.text_encoder_dir: Path | None = None
@@ -127,8 +128,6 @@ class Joyful:
         widths = {m: int(encoded_train[0].features[m].shape[1]) for m in c.modality_order}
         encoded_valid = encode_dialogues(valid_set, c.modality_order, label_set, widths) if valid_set else None
         n_speakers = c.max_speakers or max(len(set(d.speakers)) for d in train_set)
-        seed_everything(c.seed)
-        self.model = JoyfulModel(c, widths, len(label_set.labels), n_speakers)
         hashes = {"train": train_set.data_hash()}
         if valid_set is not None:
             hashes["valid"] = valid_set.data_hash()
@@ -148,6 +147,9 @@ class Joyful:
             },
         )
 
+        members: list[JoyfulModel] = []
+        member_results: list[TrainResult] = []
+
         def checkpoint(epoch: int, valid: dict | None) -> None:
             self.info.extra.update(best_epoch=epoch, valid_metrics=valid)
             if out_dir is not None:
@@ -157,22 +159,46 @@ class Joyful:
         tensorboard = TensorBoardLogger(Path(out_dir) / "tensorboard" if out_dir is not None else None)
 
         def after_epoch(record: EpochRecord) -> None:
+            if c.ensemble > 1:
+                record.member = len(members)
             history.append(record)
-            tensorboard.log_epoch(record)
+            tensorboard.log_epoch(record, step=len(history))
             if out_dir is not None:
                 write_history(history, Path(out_dir) / "history.csv")
             if on_epoch is not None:
                 on_epoch(record)
 
         try:
-            self.result = train(
-                self.model, encoded_train, encoded_valid, label_set.labels,
-                on_improvement=checkpoint, on_epoch=after_epoch, progress=progress,
-            )
+            for k in range(c.ensemble):  # members differ only in their seed
+                member_config = c.replace(seed=c.seed + k)
+                seed_everything(member_config.seed)
+                member = JoyfulModel(member_config, widths, len(label_set.labels), n_speakers)
+                # what a checkpoint holds meanwhile: the finished members and this one's best so far
+                self.model = member if not members else EnsembleModel([*members, member])
+                self.info.extra["ensemble_members"] = len(members) + 1
+                member_results.append(train(
+                    member, encoded_train, encoded_valid, label_set.labels,
+                    on_improvement=checkpoint, on_epoch=after_epoch, progress=progress,
+                ))
+                member.config = c
+                members.append(member)
         finally:
             tensorboard.close()
             if out_dir is not None and history:  # also after an interruption: the curves so far
-                plot_training_curves([r.row() for r in history], Path(out_dir) / "training_curves.png")
+                first = [r.row() for r in history if r.member in (None, 0)]
+                plot_training_curves(first, Path(out_dir) / "training_curves.png")
+        self.result = member_results[0]
+        if c.ensemble > 1:
+            valid = evaluate_encoded(self.model, encoded_valid, label_set.labels, c.batch_size) if encoded_valid else None
+            self.result = TrainResult(
+                best_epoch=member_results[0].best_epoch, best_valid=valid, history=history,
+                stopped_early=all(r.stopped_early for r in member_results),
+            )
+            self.info.extra["members"] = [
+                {"seed": c.seed + k, "best_epoch": r.best_epoch, "valid_metrics": r.best_valid}
+                for k, r in enumerate(member_results)
+            ]
+            checkpoint(member_results[0].best_epoch, valid)
         return self
 
     def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:
@@ -199,7 +225,11 @@ class Joyful:
         self.info = info
         if info.extra.get("finetuned_text_encoder"):
             self.text_encoder_dir = Path(directory) / info.extra["finetuned_text_encoder"]
-        self.model = JoyfulModel(info.config, info.widths, len(info.label_set.labels), info.n_speakers)
+        members = [
+            JoyfulModel(info.config, info.widths, len(info.label_set.labels), info.n_speakers)
+            for _ in range(int(info.extra.get("ensemble_members", 1)))
+        ]
+        self.model = members[0] if len(members) == 1 else EnsembleModel(members)
         try:
             self.model.load_state_dict(state)
         except RuntimeError as e:

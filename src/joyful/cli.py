@@ -80,6 +80,7 @@ def train(
     finetune_text_encoder: Annotated[bool, typer.Option(help="Fine-tune the text encoder on the training dialogues (with --text-context) first.")] = False,
     causal: Annotated[bool, typer.Option(help="Past context only (future window 0, causal attention), for streaming with `joyful serve`.")] = False,
     modality_dropout: Annotated[Optional[float], typer.Option(help="Chance of hiding a present modality of an utterance while training, so missing modalities are handled well (e.g. 0.1).")] = None,
+    ensemble: Annotated[Optional[int], typer.Option(help="Train N models with consecutive seeds that predict together (mean probability).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a Joyful model and write the best checkpoint (by validation weighted F1) to --out."""
@@ -91,6 +92,7 @@ def train(
     for name, value in {
         "modalities": modalities, "seed": seed, "epochs": epochs, "text_encoder": text_encoder, "label_set": label_set,
         "lr": lr, "batch_size": batch_size, "patience": patience, "gnn_layers": gnn_layers, "text_context": text_context,
+        "ensemble": ensemble,
     }.items():
         if value is not None:
             changes[name] = value

@@ -131,6 +131,8 @@ class JoyfulConfig:
     patience: int = 15
     """Early stopping: epochs without a better validation weighted F1."""
     seed: int = 24
+    ensemble: int = 1
+    """Models trained with seeds ``seed``, ``seed+1``, …, predicting together (mean of probabilities)."""
 
     # ------------------------------------------------------------------ helpers
     def __post_init__(self) -> None:
@@ -160,7 +162,7 @@ class JoyfulConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise bad(name, "must be in [0, 1)")
         for name in ("global_layers", "global_heads", "specific_dim", "n_bases", "gnn_layers", "gnn_hidden",
-                     "gnn_heads", "classifier_hidden", "batch_size", "epochs", "katz_order"):
+                     "gnn_heads", "classifier_hidden", "batch_size", "epochs", "katz_order", "ensemble"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         if self.temperature <= 0 or self.lr <= 0:

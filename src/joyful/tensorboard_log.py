@@ -40,18 +40,22 @@ class TensorBoardLogger:
     def enabled(self) -> bool:
         return self._writer_class is not None
 
-    def log_epoch(self, record: EpochRecord) -> None:
-        """Losses as ``loss/L_<part>``, validation scores as ``valid/<score>``, epoch time as ``time/seconds``."""
+    def log_epoch(self, record: EpochRecord, step: int | None = None) -> None:
+        """Losses as ``loss/L_<part>``, validation scores as ``valid/<score>``, epoch time as ``time/seconds``.
+
+        ``step`` numbers epochs across the members of an ensemble (default: the epoch).
+        """
         if not self.enabled:
             return
         if self._writer is None:
             self._writer = self._writer_class(log_dir=str(self.log_dir))
+        step = record.epoch if step is None else step
         for part, value in record.losses.items():
-            self._writer.add_scalar(f"loss/L_{part}", value, record.epoch)
+            self._writer.add_scalar(f"loss/L_{part}", value, step)
         if record.valid is not None:
             for name in VALID_SCORES:
-                self._writer.add_scalar(f"valid/{name}", record.valid[name], record.epoch)
-        self._writer.add_scalar("time/seconds", record.seconds, record.epoch)
+                self._writer.add_scalar(f"valid/{name}", record.valid[name], step)
+        self._writer.add_scalar("time/seconds", record.seconds, step)
         self._writer.flush()
 
     def close(self) -> None:

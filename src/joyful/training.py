@@ -26,9 +26,12 @@ class EpochRecord:
     losses: dict[str, float]
     valid: dict | None
     seconds: float
+    member: int | None = None
+    """Which member of an ensemble (``config.ensemble`` > 1) this epoch trained."""
 
     def row(self) -> dict[str, float | int]:
-        row: dict[str, float | int] = {"epoch": self.epoch, "seconds": round(self.seconds, 3)}
+        row: dict[str, float | int] = {} if self.member is None else {"member": self.member}
+        row.update({"epoch": self.epoch, "seconds": round(self.seconds, 3)})
         row.update({f"loss_{k}": v for k, v in self.losses.items()})
         if self.valid is not None:
             row.update({f"valid_{k}": self.valid[k] for k in ("accuracy", "weighted_f1", "macro_f1")})
