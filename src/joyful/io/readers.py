@@ -62,7 +62,7 @@ def read_dialogues(
             raise DataError(path, f"a {kind} file holds one split; name the file without '#{split}'")
         data = read_jsonl(path) if kind == "jsonl" else read_meld_csv(path)
     data.validate()
-    _check_same_inputs(data)
+    _harmonise_inputs(data)
     return data
 
 
@@ -114,7 +114,7 @@ def _canonical_split(split: str, path: str) -> str:
         raise DataError(path, f"unknown split {split!r} after '#'; use train, dev (or valid) or test") from None
 
 
-def _check_same_inputs(data: DialogueSet) -> None:
+def _harmonise_inputs(data: DialogueSet) -> None:
     """Give every dialogue the same modalities, and require text in every dialogue or none.
 
     A dialogue without a modality that others carry (a call with no video) gets it as
