@@ -54,3 +54,21 @@ def test_ensemble_explains_and_adapts(ensemble, data_dir):
     assert "explanation" in rows[0]
     adapted, report = adapt(clf, data_dir / "valid.jsonl", valid=data_dir / "valid.jsonl", epochs=1, progress=False)
     assert isinstance(adapted.model, EnsembleModel) and report.best_epoch == 1
+
+
+def test_interrupted_ensemble_keeps_the_members_finished(data_dir, tmp_path):
+    seen = []
+
+    def stop_in_third_member(record):
+        seen.append(record.member)
+        if record.member == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Joyful(JoyfulConfig(**{**TINY, "epochs": 2, "ensemble": 3})).fit(
+            data_dir / "train.jsonl", data_dir / "valid.jsonl", out_dir=tmp_path, progress=False, on_epoch=stop_in_third_member
+        )
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert seen == [0, 0, 1, 1, 2] and meta["ensemble_members"] == 2
+    clf = Joyful.load(tmp_path)
+    assert len(clf.model.members) == 2 and clf.evaluate(data_dir / "test.jsonl")["weighted_f1"] > 0

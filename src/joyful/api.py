@@ -168,20 +168,33 @@ class Joyful:
             if on_epoch is not None:
                 on_epoch(record)
 
+        ensemble_valid: dict | None = None
         try:
             for k in range(c.ensemble):  # members differ only in their seed
                 member_config = c.replace(seed=c.seed + k)
                 seed_everything(member_config.seed)
                 member = JoyfulModel(member_config, widths, len(label_set.labels), n_speakers)
-                # what a checkpoint holds meanwhile: the finished members and this one's best so far
-                self.model = member if not members else EnsembleModel([*members, member])
-                self.info.extra["ensemble_members"] = len(members) + 1
+                if not members:
+                    self.model = member
+                    self.info.extra["ensemble_members"] = 1
                 member_results.append(train(
                     member, encoded_train, encoded_valid, label_set.labels,
-                    on_improvement=checkpoint, on_epoch=after_epoch, progress=progress,
+                    # later members are checkpointed once finished, as part of the ensemble
+                    on_improvement=checkpoint if not members else None, on_epoch=after_epoch, progress=progress,
                 ))
                 member.config = c
                 members.append(member)
+                if len(members) > 1:  # an interrupted run keeps the ensemble of the members finished so far
+                    self.model = EnsembleModel(members)
+                    self.info.extra["ensemble_members"] = len(members)
+                    self.info.extra["members"] = [
+                        {"seed": c.seed + j, "best_epoch": r.best_epoch, "valid_metrics": r.best_valid}
+                        for j, r in enumerate(member_results)
+                    ]
+                    ensemble_valid = (
+                        evaluate_encoded(self.model, encoded_valid, label_set.labels, c.batch_size) if encoded_valid else None
+                    )
+                    checkpoint(member_results[0].best_epoch, ensemble_valid)
         finally:
             tensorboard.close()
             if out_dir is not None and history:  # also after an interruption: the curves so far
@@ -189,16 +202,10 @@ class Joyful:
                 plot_training_curves(first, Path(out_dir) / "training_curves.png")
         self.result = member_results[0]
         if c.ensemble > 1:
-            valid = evaluate_encoded(self.model, encoded_valid, label_set.labels, c.batch_size) if encoded_valid else None
             self.result = TrainResult(
-                best_epoch=member_results[0].best_epoch, best_valid=valid, history=history,
+                best_epoch=member_results[0].best_epoch, best_valid=ensemble_valid, history=history,
                 stopped_early=all(r.stopped_early for r in member_results),
             )
-            self.info.extra["members"] = [
-                {"seed": c.seed + k, "best_epoch": r.best_epoch, "valid_metrics": r.best_valid}
-                for k, r in enumerate(member_results)
-            ]
-            checkpoint(member_results[0].best_epoch, valid)
         return self
 
     def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:
