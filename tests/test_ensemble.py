@@ -72,3 +72,11 @@ def test_interrupted_ensemble_keeps_the_members_finished(data_dir, tmp_path):
     assert seen == [0, 0, 1, 1, 2] and meta["ensemble_members"] == 2
     clf = Joyful.load(tmp_path)
     assert len(clf.model.members) == 2 and clf.evaluate(data_dir / "test.jsonl")["weighted_f1"] > 0
+
+
+def test_report_of_an_ensemble_draws_one_members_curves(ensemble, data_dir, tmp_path):
+    from joyful.report import write_report
+
+    _, out = ensemble
+    page = write_report(out, data=str(data_dir / "test.jsonl"), out=tmp_path / "r.html", progress=False)
+    assert "first of the ensemble&#x27;s 2 members" in page.read_text()

@@ -87,6 +87,10 @@ def write_report(
                     "Mean training losses per epoch (L_all, L_ce, L_mf, L_ct; log scale) and validation scores; "
                     "the dotted line marks the best epoch.")
     rows, problem = read_history(run_dir / "history.csv")
+    members = {r["member"] for r in rows if "member" in r}
+    if len(members) > 1:  # an ensemble: one member's curves, since each restarts at epoch 1
+        rows = [r for r in rows if r.get("member") == min(members)]
+        notes.append(f"Training curves show the first of the ensemble's {len(members)} members.")
     if rows:
         plot_training_curves(rows, curves.path)
         figures.append(curves)
