@@ -230,7 +230,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # text-only presets, tuned on the validation splits here (see README, "Text-only presets")
     "iemocap6-text": {"label_set": "iemocap6", "modalities": "t", "dropout": 0.5, "patience": 25, "ensemble": 5},
     "iemocap4-text": {"label_set": "iemocap4", "modalities": "t", "dropout": 0.5, "patience": 25, "ensemble": 5},
-    "meld-text": {"label_set": "meld7", "modalities": "t", "rgcn_bases": 30, "patience": 10, "epochs": 40},
+    "meld-text": {"label_set": "meld7", "modalities": "t", "rgcn_bases": 30, "patience": 10, "epochs": 40, "ensemble": 5},
     # baselines in the same framework
     "cogmen": {"fusion": "concat", "use_gcl": False},
     "mlp": {"architecture": "mlp", "fusion": "concat", "use_gcl": False},
