@@ -133,3 +133,14 @@ def test_fit_leaves_the_callers_dialogues_unchanged(tmp_path):
         d.features = {}
     Joyful(JoyfulConfig(**{**TINY, "epochs": 1, "modalities": "t"})).fit(ds, ds, progress=False)
     assert all(d.features == {} for d in ds)  # a second model with another encoder must not see stale vectors
+
+
+def test_noisy_edge_evaluation_is_repeatable_and_leaves_global_rng_alone(trained, data_dir):
+    clf, _ = trained
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    noisy = [clf.evaluate(data_dir / "test.jsonl", edge_noise=0.5, with_predictions=True) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert noisy[0]["y_pred"] == noisy[1]["y_pred"]
+    clean = clf.evaluate(data_dir / "test.jsonl", with_predictions=True)
+    assert clean["y_pred"] != noisy[0]["y_pred"]  # the random edges do change some predictions

@@ -259,8 +259,8 @@ class Joyful:
         """Accuracy, weighted/macro/per-class F1 and confusion matrix over the labelled utterances.
 
         ``edge_noise`` adds that fraction of random edges to each graph at inference (the
-        paper's noisy-edge study), drawn after reseeding PyTorch's global generator with the
-        run's seed, so the same model and data always get the same noisy edges;
+        paper's noisy-edge study), drawn from a generator seeded with the run's seed, so the
+        same model and data always get the same noisy edges (and no global RNG state moves);
         ``with_predictions`` adds the ``y_true``/``y_pred`` class indices.
         """
         ds = self._prepared(data, "test", progress)
@@ -268,14 +268,14 @@ class Joyful:
             raise DataError(ds.source, "no labelled utterance to evaluate", field="label")
         encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
         self.model.inference_edge_noise = edge_noise
+        self.model.inference_edge_generator = torch.Generator().manual_seed(self.config.seed) if edge_noise else None
         try:
-            if edge_noise:
-                torch.manual_seed(self.config.seed)
             return evaluate_encoded(
                 self.model, encoded, self.info.label_set.labels, self.config.batch_size, with_predictions=with_predictions
             )
         finally:
             self.model.inference_edge_noise = 0.0
+            self.model.inference_edge_generator = None
 
     @torch.no_grad()
     def representations(self, data: DataLike, *, progress: bool = False) -> dict[str, Any]:

@@ -54,6 +54,15 @@ class EnsembleModel(nn.Module):
         for m in self.members:
             m.inference_edge_noise = value
 
+    @property
+    def inference_edge_generator(self) -> torch.Generator | None:
+        return self.members[0].inference_edge_generator
+
+    @inference_edge_generator.setter
+    def inference_edge_generator(self, value: torch.Generator | None) -> None:
+        for m in self.members:
+            m.inference_edge_generator = value
+
     def forward(self, batch: Batch, class_weight: torch.Tensor | None = None) -> JoyfulOutput:
         outs = [m(batch, class_weight) for m in self.members]
         probs = torch.stack([o.logits.softmax(-1) for o in outs]).mean(0)

@@ -81,6 +81,8 @@ class JoyfulModel(nn.Module):
         self.classifier = MLP(width, config.classifier_hidden, n_classes, config.dropout)
         self.inference_edge_noise = 0.0
         """Robustness study: fraction of random edges added to the graph at inference (not saved)."""
+        self.inference_edge_generator: torch.Generator | None = None
+        """Where those random edges are drawn from, so a study is repeatable without touching global RNG state."""
 
     def _view(self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, augmentations: frozenset[str]) -> Tensor:
         c = self.config
@@ -102,7 +104,9 @@ class JoyfulModel(nn.Module):
         edge_index, edge_type = window_graph(batch.lengths, batch.speaker, c.window_past, c.window_future, self.n_speakers)
         if not self.training and self.inference_edge_noise > 0:
             count = int(round(self.inference_edge_noise * edge_index.shape[1]))
-            noise_index, noise_type = random_edges(edge_index, batch.lengths, batch.speaker, self.n_speakers, count)
+            noise_index, noise_type = random_edges(
+                edge_index, batch.lengths, batch.speaker, self.n_speakers, count, self.inference_edge_generator
+            )
             edge_index, edge_type = torch.cat([edge_index, noise_index], 1), torch.cat([edge_type, noise_type])
         return edge_index, edge_type
 
