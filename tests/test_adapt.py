@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import TINY, WIDTHS
 from joyful import Joyful, JoyfulConfig
@@ -93,3 +94,22 @@ def test_domain_adaptation_with_a_small_labelled_dataset(model_dir, data_dir, tm
                             valid=data_dir / "valid.jsonl", epochs=4, progress=False)
     assert report.n_new_labels == onsite.n_utterances and report.best_epoch >= 1
     assert report.new_accuracy_after >= report.new_accuracy_before - 0.05
+
+
+def test_when_every_epoch_forgets_the_original_model_is_kept(model_dir, store, data_dir):
+    """No epoch within tolerance (here: none can gain half a point of WF1) → the original weights, as epoch 0."""
+    path, _ = store
+    clf = Joyful.load(model_dir)
+    with CorrectionStore(path) as s:
+        corrected = s.corrected_dialogues()
+    adapted, report = adapt(
+        clf, corrected, replay=data_dir / "train.jsonl", valid=data_dir / "valid.jsonl", epochs=3, tolerance=-0.5,
+        progress=False,
+    )
+    assert report.best_epoch == 0 and report.summary()["kept_original"]
+    assert len(report.history) == 3  # it did train, and rejected every epoch
+    original = clf.model.state_dict()
+    for name, value in adapted.model.state_dict().items():
+        assert torch.equal(value, original[name]), name
+    assert report.valid_after == report.valid_before
+    assert adapted.predict(corrected) == clf.predict(corrected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from conftest import TINY
 from joyful.api import Joyful
 from joyful.benchmark.gridfile import load_grid
 from joyful.cli import app
-from joyful.config import OFFICIAL_AUGMENTATION
+from joyful.config import OFFICIAL_AUGMENTATION, PRESETS
 from joyful.errors import JoyfulError
 from joyful.synthetic import DEFAULT_LABELS
 
@@ -251,8 +252,11 @@ def test_ready_studies_load():
     studies = sorted(STUDIES.glob("*.toml"))
     assert {p.stem for p in studies} >= {
         "modality", "gcl_mf", "window", "augmentation", "depth", "noisy_edges", "baselines", "ci_smoke",
+        "cv_iemocap6", "cv_iemocap4", "cv_meld",
     }
     for path in studies:
+        if path.stem.startswith("cv_"):
+            continue  # cross-validation studies: below
         grid = load_grid(path)
         assert grid.reference in [c.name for c in grid.cells], path
         if path.stem != "ci_smoke":
@@ -261,3 +265,19 @@ def test_ready_studies_load():
     assert window["w6"].window_past == 6 and window["all"].window_future == -1 and len(window) == 11
     noisy = {c.name: c.eval_edge_noise for c in load_grid(STUDIES / "noisy_edges.toml").cells}
     assert noisy == {"iemocap6-clean": 0.0, "iemocap6-noisy": 0.2, "cogmen-clean": 0.0, "cogmen-noisy": 0.2}
+
+
+@pytest.mark.parametrize(("study", "scheme", "data"), [
+    ("cv_iemocap6", "session", "iemocap-text/train.jsonl"),
+    ("cv_iemocap4", "session", "iemocap-text/train.jsonl"),
+    ("cv_meld", 5, "meld/train_sent_emo.csv"),
+])
+def test_the_cross_validation_studies_pool_train_and_valid_against_context_lr(study, scheme, data):
+    path = STUDIES / f"{study}.toml"
+    raw = tomllib.loads(path.read_text())
+    assert raw["cv"] == scheme and raw["reference"] == "context-lr" and raw["seeds"] == [1, 2, 3]
+    assert "test" not in raw["data"] and {"cogmen", "mlp", "context-lr"} <= set(raw["presets"])
+    grid = load_grid(path)
+    assert grid.cv is not None and grid.cv.scheme == scheme and set(grid.data.paths) == {"train", "valid"}
+    assert grid.data.paths["train"].endswith(data)
+    assert [c.name for c in grid.cells] == raw["presets"]

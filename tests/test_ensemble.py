@@ -1,4 +1,10 @@
-"""Seed ensembles: members trained one after another, saved together, predicting the mean probability."""
+"""Seed ensembles: members trained one after another, saved together, predicting the mean probability.
+
+The references here are built in the test: each member is rebuilt on its own from the
+saved weights (``members.<k>.*`` in ``model.pt``), run through its own forward pass, and
+the members' softmax probabilities are averaged by hand. An ensemble that used only one
+member, or averaged logits instead of probabilities, disagrees with that mean.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from sklearn.metrics import f1_score
 
 from conftest import TINY
 from joyful import Joyful, JoyfulConfig
+from joyful.batching import IGNORE_INDEX, collate, encode_dialogues
 from joyful.ensemble import EnsembleModel
+from joyful.model import JoyfulModel
 
 
 @pytest.fixture(scope="module")
@@ -21,29 +31,90 @@ def ensemble(data_dir, tmp_path_factory):
     return clf, out
 
 
-def test_members_differ_by_seed_and_predict_their_mean(ensemble, data_dir):
-    clf, out = ensemble
+def saved_members(out) -> list[JoyfulModel]:
+    """Each member rebuilt alone from the ensemble's ``model.pt`` (keys ``members.<k>.<param>``)."""
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    meta = json.loads((out / "meta.json").read_text())
+    loaded = Joyful.load(out)  # only for the config, widths and sizes the members were built with
+    members = []
+    for k in range(meta["ensemble_members"]):
+        prefix = f"members.{k}."
+        own = {name[len(prefix):]: v for name, v in state.items() if name.startswith(prefix)}
+        m = JoyfulModel(loaded.info.config, loaded.info.widths, len(loaded.info.label_set.labels), loaded.info.n_speakers)
+        m.load_state_dict(own)  # strict: every parameter of a single model is there
+        members.append(m.eval())
+    assert sum(len(dict(m.state_dict())) for m in members) == len(state)  # nothing else in the file
+    return members
+
+
+@torch.no_grad()
+def member_outputs(members, clf, path):
+    """Per member: softmax probabilities and logits, one dialogue at a time, utterances in file order."""
+    ds = clf.prepare(path, role="test", label_set=clf.info.label_set, progress=False)
+    encoded = encode_dialogues(ds, clf.config.modality_order, clf.info.label_set, clf.info.widths)
+    probs, logits = [], []
+    for m in members:
+        out = [m(collate([d], m.n_speakers)).logits for d in encoded]
+        logits.append(torch.cat(out).numpy())
+        probs.append(torch.cat(out).softmax(-1).numpy())
+    y = torch.cat([d.label for d in encoded]).numpy()
+    return np.stack(probs), np.stack(logits), y
+
+
+def test_predict_is_the_mean_of_the_members_softmax(ensemble, data_dir):
+    _, out = ensemble
+    clf = Joyful.load(out)
     assert isinstance(clf.model, EnsembleModel) and len(clf.model.members) == 2
-    singles = [Joyful(JoyfulConfig(**{**TINY, "epochs": 3, "seed": TINY.get("seed", 24) + k})).fit(
+    members = saved_members(out)
+    probs, logits, _ = member_outputs(members, clf, data_dir / "test.jsonl")
+    names = clf.info.label_set.labels
+    rows = clf.predict(data_dir / "test.jsonl")
+    got = np.array([[r["probabilities"][n] for n in names] for r in rows])
+    expected = probs.mean(0)  # mean of probabilities, by hand
+    np.testing.assert_allclose(got, expected, atol=2e-6)  # predict rounds to 6 decimals
+    assert [r["label"] for r in rows] == [names[i] for i in expected.argmax(1)]
+
+    # The reference would catch the wrong ensembles: the members really differ, and
+    # neither one member alone nor the softmax of the mean logit gives the same numbers.
+    assert np.abs(probs[0] - probs[1]).max() > 1e-2
+    for alone in probs:
+        assert np.abs(got - alone).max() > 5e-3
+    mean_logits = torch.from_numpy(logits.mean(0)).softmax(-1).numpy()
+    assert np.abs(got - mean_logits).max() > 1e-4
+
+
+def test_members_differ_by_seed_and_predict_their_mean(ensemble, data_dir):
+    """Member k is the model a single run with seed 24 + k trains (members differ only in their seed)."""
+    clf, _ = ensemble
+    singles = [Joyful(JoyfulConfig(**{**TINY, "epochs": 3, "seed": 24 + k})).fit(
         data_dir / "train.jsonl", data_dir / "valid.jsonl", progress=False) for k in range(2)]
     rows = clf.predict(data_dir / "test.jsonl")
     alone = [s.predict(data_dir / "test.jsonl") for s in singles]
     assert alone[0] != alone[1]
-    for i in (0, 5, 17):
+    for i in range(len(rows)):
         mean = np.mean([[a[i]["probabilities"][k] for k in rows[i]["probabilities"]] for a in alone], axis=0)
-        assert np.allclose(list(rows[i]["probabilities"].values()), mean, atol=1e-5)
+        assert np.allclose(list(rows[i]["probabilities"].values()), mean, atol=2e-6)
 
 
 def test_ensemble_is_saved_and_loaded_whole(ensemble, data_dir):
     clf, out = ensemble
     meta = json.loads((out / "meta.json").read_text())
     assert meta["ensemble_members"] == 2 and [m["seed"] for m in meta["members"]] == [24, 25]
-    assert meta["valid_metrics"] == clf.result.best_valid
-    assert Joyful.load(out).predict(data_dir / "test.jsonl") == clf.predict(data_dir / "test.jsonl")
     header = (out / "history.csv").read_text().splitlines()[0]
     assert header.startswith("member,epoch,")
-    metrics = Joyful.load(out).evaluate(data_dir / "test.jsonl")
-    assert metrics["weighted_f1"] == pytest.approx(Joyful.load(out).evaluate(data_dir / "test.jsonl")["weighted_f1"])
+    loaded = Joyful.load(out)
+    members = saved_members(out)
+    # Two distinct sets of weights were saved, not one member twice.
+    assert any(not torch.equal(a, b) for a, b in zip(members[0].state_dict().values(), members[1].state_dict().values()))
+    # Scores, by hand: weighted F1 (scikit-learn) of the argmax of the mean member probabilities.
+    names = loaded.info.label_set.labels
+    for split, metrics in (("test", loaded.evaluate(data_dir / "test.jsonl")), ("valid", meta["valid_metrics"])):
+        probs, _, y = member_outputs(members, loaded, data_dir / f"{split}.jsonl")
+        known = y != IGNORE_INDEX
+        pred = probs.mean(0).argmax(1)
+        hand = f1_score(y[known], pred[known], average="weighted", labels=range(len(names)))
+        assert metrics["weighted_f1"] == pytest.approx(hand), split
+    assert clf.result.best_valid == meta["valid_metrics"]
 
 
 def test_ensemble_explains_and_adapts(ensemble, data_dir):
@@ -70,8 +141,15 @@ def test_interrupted_ensemble_keeps_the_members_finished(data_dir, tmp_path):
         )
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert seen == [0, 0, 1, 1, 2] and meta["ensemble_members"] == 2
+    assert [m["seed"] for m in meta["members"]] == [24, 25]
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert {name.split(".")[1] for name in state} == {"0", "1"}  # the unfinished third member is not saved
     clf = Joyful.load(tmp_path)
-    assert len(clf.model.members) == 2 and clf.evaluate(data_dir / "test.jsonl")["weighted_f1"] > 0
+    assert len(clf.model.members) == 2
+    probs, _, _ = member_outputs(saved_members(tmp_path), clf, data_dir / "test.jsonl")
+    names = clf.info.label_set.labels
+    got = np.array([[r["probabilities"][n] for n in names] for r in clf.predict(data_dir / "test.jsonl")])
+    np.testing.assert_allclose(got, probs.mean(0), atol=2e-6)
 
 
 def test_report_of_an_ensemble_draws_one_members_curves(ensemble, data_dir, tmp_path):

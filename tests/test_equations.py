@@ -2,6 +2,8 @@
 
 Expected values are literals derived in the comments, or come from a direct NumPy/Python
 formula over 2–6 nodes; none calls the torch code under test to produce its own reference.
+The whole network is also recomputed by a float64 NumPy reference forward (below) that reads
+the modules only for their weights.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from joyful.nn.fusion import JointFusion
 from joyful.nn.graph import node_positions, num_relations, relation_type, window_graph
 from joyful.nn.katz import katz_index, normalise_candidates
 from joyful.nn.shared_basis import SharedBasisAttention
-from joyful.nn.topic_smoothing import topic_vectors
+from joyful.nn.topic_smoothing import running_topic_vectors, topic_vectors
 
 T = torch.tensor
 
@@ -476,106 +478,551 @@ def test_global_proximity_fully_connected_adds_nothing():
     assert torch.equal(out_ei, ei) and torch.equal(out_et, et)
 
 
-# ----------------------------------------------------------------------------- B: fusion loss; D: objective
+# ----------------------------------------------------------------------------- reference forward (NumPy)
+#
+# A second implementation of the whole network, written from SPEC.md in float64 NumPy.
+# It reads the modules only for their weights (copied out as arrays); every computation —
+# MLPs, the dialogue transformer, topic smoothing, the shared basis, the relational GCN
+# (per-relation mean), the graph attention, batch norm, the InfoNCE losses and the
+# cross-entropy — is done here, by the definitions, with explicit loops over dialogues,
+# nodes and edges. Nothing below calls a module, or a function of ``joyful.nn``, to
+# produce a number.
 
 
-def _np(t):
-    return t.detach().double().numpy()
+def W(t):
+    """A parameter or buffer copied out as a float64 array."""
+    return t.detach().double().cpu().numpy().copy()
 
 
-def test_fusion_loss_parts_by_hand():
+def ref_linear(x, lin):
+    y = x @ W(lin.weight).T
+    return y if lin.bias is None else y + W(lin.bias)
+
+
+def relu(x):
+    return np.maximum(x, 0.0)
+
+
+def ref_mlp(x, mlp):
+    """Linear → ReLU → (dropout, off) → Linear; mlp[0] and mlp[3] are the two linear maps."""
+    return ref_linear(relu(ref_linear(x, mlp[0])), mlp[3])
+
+
+def np_softmax(s, axis=-1):
+    e = np.exp(s - s.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def ref_layer_norm(x, ln):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + ln.eps) * W(ln.weight) + W(ln.bias)
+
+
+def spans(lengths):
+    """(start, length) of each dialogue in the packed node numbering."""
+    lengths = [int(n) for n in lengths]
+    return list(zip(np.cumsum([0] + lengths[:-1]).tolist(), lengths))
+
+
+def ref_transformer_layer(x, lengths, layer, heads, causal):
+    """Post-norm encoder layer, attention within each dialogue (causal: keys j ≤ query i).
+
+    The QKV projection's output columns are [q | k | v], each split into ``heads`` equal
+    slices: the weight layout of the layer's single ``qkv`` linear map.
+    """
+    a = W(layer.qkv.weight).shape[0] // 3
+    dh = a // heads
+    qkv = ref_linear(x, layer.qkv)
+    att = np.zeros((x.shape[0], a))
+    for s, n in spans(lengths):
+        q, k, v = (qkv[s : s + n, c * a : (c + 1) * a] for c in range(3))
+        for h in range(heads):
+            cols = slice(h * dh, (h + 1) * dh)
+            scores = q[:, cols] @ k[:, cols].T / math.sqrt(dh)
+            if causal:
+                scores = np.where(np.tril(np.ones((n, n), dtype=bool)), scores, -np.inf)
+            att[s : s + n, cols] = np_softmax(scores) @ v[:, cols]
+    x = ref_layer_norm(x + ref_linear(att, layer.out), layer.norm1)
+    ff = ref_linear(relu(ref_linear(x, layer.ff[0])), layer.ff[3])
+    return ref_layer_norm(x + ff, layer.norm2)
+
+
+def ref_topic(z, lengths, eta, causal):
+    """z_con for every utterance: Σ_j exp(η·j)·ẑ_j / Σ_j exp(η·j) over the whole dialogue, or
+    (causal) over j ≤ i. Computed prefix by prefix, naively; the weights of each sum are
+    shifted by its own last exponent (same ratio, no overflow)."""
+    out = np.zeros_like(z)
+    for s, n in spans(lengths):
+        for i in range(n):
+            last = i if causal else n - 1
+            w = np.exp(eta * (np.arange(last + 1) - last))
+            out[s + i] = (w[:, None] * z[s : s + last + 1]).sum(0) / w.sum()
+    return out
+
+
+def ref_basis(z_l, basis_module):
+    """B̃ = B W_b, z̃_m = W_m z_m, S = softmax_k cos(z̃_m, b̃_k), ẑ_m = S B̃ (nn.Linear stores Wᵀ)."""
+    b = W(basis_module.basis) @ W(basis_module.w_b.weight).T
+    unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    out = {}
+    for m, z in z_l.items():
+        proj = z @ W(basis_module.w[m].weight).T
+        cos = proj / np.linalg.norm(proj, axis=1, keepdims=True) @ unit_b.T
+        out[m] = np_softmax(cos) @ b
+    return out
+
+
+def ref_fusion(fus, x, lengths, *, heads, eta, causal=False):
+    """Paper B: nodes [ẑ^g; ẑ^ℓ] and the three fusion-loss parts (mean squared errors)."""
+    mods = fus.modalities
+    z_g = np.concatenate([ref_mlp(x[m], fus.global_mlps[m]) for m in mods], 1)
+    z_hat = z_g
+    for layer in fus.transformer.layers:
+        z_hat = ref_transformer_layer(z_hat, lengths, layer, heads, causal)
+    topic = ref_topic(z_hat, lengths, eta, causal)
+    z_l = {m: ref_mlp(x[m], fus.specific_mlps[m]) for m in mods}
+    z_l_hat = ref_basis(z_l, fus.basis)
+    zl, zlh = (np.concatenate([d[m] for m in mods], 1) for d in (z_l, z_l_hat))
+    parts = {
+        "smooth": np.mean((z_hat - topic) ** 2),
+        "global_rec": np.mean((z_hat - z_g) ** 2),
+        "specific_rec": np.mean((zlh - zl) ** 2),
+    }
+    return np.concatenate([z_hat, zlh], 1), parts
+
+
+def ref_rgcn(x, edges, conv):
+    """h'_i = W_0 h_i + b + Σ_r (1/|N_r(i)|) Σ_{j∈N_r(i)} W_r h_j (edges: (src, dst, type) triples)."""
+    weight = W(conv.weight)
+    if conv.num_bases is not None:  # W_r = Σ_b comp[r, b] V_b
+        weight = np.einsum("rb,bio->rio", W(conv.comp), weight)
+    out = x @ W(conv.root) + W(conv.bias)
+    incoming: dict[tuple[int, int], list[int]] = {}
+    for s, d, t in edges:
+        incoming.setdefault((d, t), []).append(s)
+    for (d, t), srcs in incoming.items():
+        out[d] += x[srcs].mean(0) @ weight[t]
+    return out
+
+
+def ref_graph_attention(x, edges, conv, heads, hidden):
+    """TransformerConv: out_i = ‖_h Σ_{j→i} softmax_j(q_i·k_j/√C) v_j, plus the skip map of x_i."""
+    n = x.shape[0]
+    q, k, v = (ref_linear(x, lin).reshape(n, heads, hidden) for lin in (conv.lin_query, conv.lin_key, conv.lin_value))
+    out = np.zeros((n, heads, hidden))
+    for i in range(n):
+        srcs = [s for s, d, _ in edges if d == i]  # with multiplicity
+        for h in range(heads):
+            if srcs:
+                a = np_softmax(k[srcs, h] @ q[i, h] / math.sqrt(hidden))
+                out[i, h] = a @ v[srcs, h]
+    return out.reshape(n, heads * hidden) + ref_linear(x, conv.lin_skip)
+
+
+def ref_batch_norm(x, bn, training):
+    if training:
+        mu, var = x.mean(0), x.var(0)  # biased batch variance normalises
+    else:
+        mu, var = W(bn.running_mean), W(bn.running_var)
+    return (x - mu) / np.sqrt(var + bn.eps) * W(bn.weight) + W(bn.bias)
+
+
+def ref_encoder(enc, h, edges, *, heads, hidden, training):
+    """Paper C3 (public code's layer): project, then L × (RGCN → graph attention → BN → leaky ReLU).
+
+    Batch statistics need two nodes, so a one-node training batch skips the norm.
+    """
+    h = ref_linear(h, enc.project)
+    for rgcn, attention, norm in zip(enc.rgcn, enc.attention, enc.norms):
+        h = ref_graph_attention(ref_rgcn(h, edges, rgcn), edges, attention, heads, hidden)
+        if not (training and h.shape[0] == 1):
+            h = ref_batch_norm(h, norm, training)
+        h = np.where(h > 0, h, 0.01 * h)
+    return h
+
+
+def ref_contrastive(h1, h2, tau):
+    """L_ct = (1/2m) Σ_i (L_inter(i) + L_intra(i)), cosine / τ; the intra denominator holds the
+    positive pair in place of the trivial self-similarity (see test_intra_denominator_...)."""
+    inter, intra = ref_inter(h1, h2, tau), ref_intra(h1, h2, tau)
+    return (sum(inter) + sum(intra)) / (2 * len(h1))
+
+
+def ref_cross_entropy(logits, y, weight=None):
+    """Mean over labelled rows of −log softmax(logits)[y], weighted: Σ w_y·ℓ / Σ w_y."""
+    rows = [i for i in range(len(y)) if y[i] != IGNORE_INDEX]
+    w = [1.0 if weight is None else float(weight[y[i]]) for i in rows]
+    nll = [np.log(np.exp(logits[i] - logits[i].max()).sum()) + logits[i].max() - logits[i, y[i]] for i in rows]
+    return sum(wi * li for wi, li in zip(w, nll)) / sum(w) if rows else 0.0
+
+
+def ref_edges_list(lengths, speakers, past, future, P):
+    return sorted(ref_edges(lengths, speakers, past, future, P))
+
+
+def ref_model_forward(model, batch, *, training, views=None, class_weight=None):
+    """The whole network by the reference. ``views``: for a training step with GCL, the two
+    random draws (kept-column mask, edge triples) of view 1 and view 2."""
+    c = model.config
+    x = {m: W(batch.x[m]) for m in model.modalities}
+    lengths = batch.lengths.tolist()
+    if c.fusion == "joint":
+        nodes, parts = ref_fusion(model.fusion, x, lengths, heads=c.global_heads, eta=c.eta, causal=c.causal)
+        mf = sum(parts.values())
+    else:
+        nodes, mf = np.concatenate([x[m] for m in model.modalities], 1), 0.0
+    enc = dict(heads=c.gnn_heads, hidden=c.gnn_hidden)
+    ct = 0.0
+    if training and c.use_gcl:
+        (keep1, edges1), (keep2, edges2) = views
+        h1 = ref_encoder(model.encoder, nodes * keep1, edges1, training=True, **enc)
+        h2 = ref_encoder(model.encoder, nodes * keep2, edges2, training=True, **enc)
+        encoded = h1 + h2
+        ct = ref_contrastive(h1, h2, c.temperature)
+    else:
+        clean = ref_edges_list(lengths, batch.speaker.tolist(), c.window_past, c.window_future, model.n_speakers)
+        encoded = ref_encoder(model.encoder, nodes, clean, training=training, **enc)
+        if c.use_gcl:
+            encoded = 2 * encoded
+    logits = ref_mlp(encoded, model.classifier)
+    ce = ref_cross_entropy(logits, batch.y.tolist(), class_weight)
+    return {"nodes": nodes, "encoded": encoded, "logits": logits, "mf": mf, "ct": ct, "ce": ce,
+            "all": c.alpha * mf + c.beta * ct + ce}
+
+
+class Recorder:
+    """Records, during one model forward, each augmentation call, each encoder call and the
+    contrastive loss's arguments (wrappers around the real functions, results unchanged)."""
+
+    def __init__(self, monkeypatch, model):
+        import joyful.model
+
+        self.calls: list[tuple[str, tuple, dict, object]] = []
+        for name, attr in (("FM", "feature_mask"), ("EP", "edge_perturbation"), ("GP", "global_proximity"),
+                           ("CT", "contrastive_loss")):
+            monkeypatch.setattr(joyful.model, attr, self._wrap(name, getattr(joyful.model, attr)))
+        self.model = model
+
+    def _wrap(self, name, fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            self.calls.append((name, args, kwargs, out))
+            return out
+
+        return wrapper
+
+    def forward(self, batch, **kw):
+        hook = self.model.encoder.register_forward_hook(
+            lambda mod, args, kwargs, out: self.calls.append(("ENC", args, kwargs, out)), with_kwargs=True
+        )
+        try:
+            return self.model(batch, **kw)
+        finally:
+            hook.remove()
+
+    def named(self, name):
+        return [c for c in self.calls if c[0] == name]
+
+    def view_calls(self):
+        """The encoder calls of view 1 and view 2: those whose outputs are L_ct's H(1) and H(2)."""
+        (_, (h1, h2, *_), _, _), = self.named("CT")
+        enc = self.named("ENC")
+        pick = lambda h: next(c for c in enc if c[3] is h or torch.equal(c[3], h))  # noqa: E731
+        return pick(h1), pick(h2)
+
+
+def encoder_inputs(call):
+    """(h, edge_index, edge_type) an encoder call received."""
+    _, args, kwargs, _ = call
+    names = ("h", "edge_index", "edge_type")
+    values = dict(zip(names, args)) | {k: v for k, v in kwargs.items() if k in names}
+    return values["h"], values["edge_index"], values["edge_type"]
+
+
+def triples(edge_index, edge_type):
+    return list(zip(edge_index[0].tolist(), edge_index[1].tolist(), edge_type.tolist()))
+
+
+def recorded_view_draws(rec):
+    """Each view's random draw as the reference needs it: the kept feature columns (those
+    not all zero in the encoder's input) and its edge triples."""
+    draws = []
+    for call in rec.view_calls():
+        h, ei, et = encoder_inputs(call)
+        draws.append(((~(h == 0).all(0)).double().numpy(), triples(ei, et)))
+    return draws
+
+
+# ----------------------------------------------------------------------------- the reference on literals
+
+
+def test_reference_graph_layers_on_a_literal_case():
+    # The pieces of the reference encoder that are not textbook one-liners, on literals, so the
+    # reference is itself checked (and the PyG layers with it).
+    # RGCN, 3 nodes, 2 relation types, root = 0, bias = 0, W_0 = I, W_1 = 2I:
+    #   edges 0→2 (r0), 1→2 (r0), 1→2 (r1), 0→1 (r1); x = [[1,0],[0,1],[3,3]]
+    #   node 0: no input → 0; node 1: 2·x0 = (2,0); node 2: mean(x0,x1)·I + 2·x1 = (0.5,0.5)+(0,2) = (0.5,2.5)
+    from torch_geometric.nn import RGCNConv, TransformerConv
+
+    conv = RGCNConv(2, 2, 2)
+    with torch.no_grad():
+        conv.weight.copy_(T([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 0.0], [0.0, 2.0]]]))
+        conv.root.zero_()
+        conv.bias.zero_()
+    edges = [(0, 2, 0), (1, 2, 0), (1, 2, 1), (0, 1, 1)]
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
+    expected = [[0.0, 0.0], [2.0, 0.0], [0.5, 2.5]]
+    close(ref_rgcn(x, edges, conv), expected)
+    ei, et = T([[s for s, _, _ in edges], [d for _, d, _ in edges]]), T([t for _, _, t in edges])
+    close(conv(torch.from_numpy(x).float(), ei, et), expected)
+    # Graph attention, 1 head of width 2: query = key = value = identity, skip = 0.
+    #   node 2 receives 0, 1, 1 (the duplicate counts twice): q2 = (3, 3); q·k = 3, 3, 3 over √2
+    #   → uniform → (1/3)(x0 + 2·x1) = (1/3, 2/3).  node 1 receives only 0 → x0 = (1, 0); node 0 nothing → 0.
+    att = TransformerConv(2, 2, heads=1)
+    with torch.no_grad():
+        for lin in (att.lin_query, att.lin_key, att.lin_value):
+            lin.weight.copy_(torch.eye(2))
+            lin.bias.zero_()
+        att.lin_skip.weight.zero_()
+        att.lin_skip.bias.zero_()
+    expected = [[0.0, 0.0], [1.0, 0.0], [1 / 3, 2 / 3]]
+    close(ref_graph_attention(x, edges, att, 1, 2), expected)
+    close(att(torch.from_numpy(x).float(), ei), expected)
+    # with x1 = (0, 2) instead, node 2's scores are (3·1, 3·2, 3·2)/√2: softmax weights
+    #   e^{3/√2} : e^{6/√2} : e^{6/√2}, so it leans on node 1.
+    x2 = x.copy()
+    x2[1] = [0.0, 2.0]
+    w = np.exp(np.array([3.0, 6.0, 6.0]) / math.sqrt(2))
+    w /= w.sum()
+    close(att(torch.from_numpy(x2).float(), ei)[2], w[0] * x2[0] + (w[1] + w[2]) * x2[1])
+
+
+# ----------------------------------------------------------------------------- B: fusion module
+
+
+def _fusion(causal=False, layers=2):
     torch.manual_seed(0)
     widths = {"v": 5, "a": 3, "t": 6}
-    mods = ("v", "a", "t")
-    fus = JointFusion(widths, mods, global_hidden=None, global_layers=1, global_heads=2, global_attention_dim=8,
-                      global_ff=16, eta=0.2, specific_dim=4, n_bases=3, dropout=0.0).eval()
-    lengths = T([3, 2])
-    batch, position = node_positions(lengths)
-    x = {m: torch.randn(5, w) for m, w in widths.items()}
-    out = fus(x, batch, position, lengths)
-    # L_mf is the sum of its three parts
-    close(out.loss, sum(float(v.detach()) for v in out.parts.values()))
-    assert set(out.parts) == {"smooth", "global_rec", "specific_rec"}
+    fus = JointFusion(widths, ("v", "a", "t"), global_hidden=None, global_layers=layers, global_heads=2,
+                      global_attention_dim=8, global_ff=16, eta=0.2, specific_dim=4, n_bases=3, dropout=0.0,
+                      causal=causal).eval()
+    return fus, widths
 
-    # recompute each part with NumPy from the module's sub-maps
-    z_g = np.concatenate([_np(fus.global_mlps[m](x[m])) for m in mods], 1)
-    z_g_hat = _np(fus.transformer(torch.from_numpy(z_g).float(), batch))
-    topic = np.stack([
-        sum(math.exp(0.2 * i) * z_g_hat[s + i] for i in range(n)) / sum(math.exp(0.2 * i) for i in range(n))
-        for s, n in ((0, 3), (3, 2))
-    ])
-    b_idx = [0, 0, 0, 1, 1]
-    close(out.parts["smooth"], np.mean((z_g_hat - topic[b_idx]) ** 2))
-    close(out.parts["global_rec"], np.mean((z_g_hat - z_g) ** 2))
-    basis = _np(fus.basis.basis) @ _np(fus.basis.w_b.weight).T  # B̃ = B W_b
-    z_l, z_l_hat = [], []
-    for m in mods:
-        zm = _np(fus.specific_mlps[m](x[m]))
-        proj = zm @ _np(fus.basis.w[m].weight).T
-        cos = (proj / np.linalg.norm(proj, axis=1, keepdims=True)) @ (basis / np.linalg.norm(basis, axis=1, keepdims=True)).T
-        s = np.exp(cos) / np.exp(cos).sum(1, keepdims=True)
-        z_l.append(zm)
-        z_l_hat.append(s @ basis)
-    z_l, z_l_hat = np.concatenate(z_l, 1), np.concatenate(z_l_hat, 1)
-    close(out.parts["specific_rec"], np.mean((z_l_hat - z_l) ** 2))
-    # node features h = [ẑ^g; ẑ^ℓ] in the order [v; a; t]
-    assert out.nodes.shape == (5, 14 + 3 * 4)
-    close(out.nodes, np.concatenate([z_g_hat, z_l_hat], 1), atol=1e-4)
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fusion_against_reference(causal):
+    # ẑ^g, z_con, ẑ^ℓ, the three loss parts and the node features, all by the NumPy reference
+    # from the module's weights only (two transformer layers; dialogues of 4, 1 and 3).
+    fus, widths = _fusion(causal)
+    lengths = T([4, 1, 3])
+    batch, position = node_positions(lengths)
+    g = torch.Generator().manual_seed(1)
+    x = {m: torch.randn(8, w, generator=g) for m, w in widths.items()}
+    out = fus(x, batch, position, lengths)
+    nodes, parts = ref_fusion(fus, {m: W(v) for m, v in x.items()}, [4, 1, 3], heads=2, eta=0.2, causal=causal)
+    assert set(out.parts) == set(parts)
+    for k in parts:
+        close(out.parts[k], parts[k])
+    close(out.loss, sum(parts.values()))
+    # h = [ẑ^g; ẑ^ℓ] with ẑ^ℓ in the order [v; a; t]
+    assert out.nodes.shape == (8, 14 + 3 * 4)
+    close(out.nodes, nodes, atol=1e-4)
+
+
+def test_fusion_transformer_attends_within_each_dialogue_only():
+    # Changing dialogue 2's inputs leaves dialogue 1's ẑ^g and nodes unchanged (and vice versa
+    # they do change): attention must not cross the dialogue boundary.
+    fus, widths = _fusion()
+    lengths = T([4, 3])
+    batch, position = node_positions(lengths)
+    g = torch.Generator().manual_seed(2)
+    x = {m: torch.randn(7, w, generator=g) for m, w in widths.items()}
+    y = {m: v.clone() for m, v in x.items()}
+    for v in y.values():
+        v[4:] += 3.0
+    a, b = fus(x, batch, position, lengths).nodes, fus(y, batch, position, lengths).nodes
+    close(a[:4], b[:4])
+    assert (a[4:] - b[4:]).abs().max() > 1e-2
+
+
+def test_causal_fusion_nodes_ignore_later_utterances():
+    # causal attention: utterance i's node depends on utterances ≤ i only
+    fus, widths = _fusion(causal=True)
+    lengths = T([6])
+    batch, position = node_positions(lengths)
+    g = torch.Generator().manual_seed(3)
+    x = {m: torch.randn(6, w, generator=g) for m, w in widths.items()}
+    y = {m: v.clone() for m, v in x.items()}
+    for v in y.values():
+        v[4] += 5.0
+    a, b = fus(x, batch, position, lengths).nodes, fus(y, batch, position, lengths).nodes
+    close(a[:4], b[:4])
+    assert (a[4:] - b[4:]).abs().max() > 1e-2
+
+
+# ----------------------------------------------------------------------------- B1: running topic on long dialogues
+
+
+def np_running_topic(z, lengths, eta):
+    """Naive per-prefix topic, float64: for each i, Σ_{j≤i} e^{ηj} z_j / Σ_{j≤i} e^{ηj} of its dialogue."""
+    return ref_topic(np.asarray(z, dtype=np.float64), lengths, eta, causal=True)
+
+
+def _running(z, lengths, eta):
+    lengths = T(lengths)
+    batch, position = node_positions(lengths)
+    return running_topic_vectors(torch.as_tensor(z, dtype=torch.float32), batch, position, lengths, eta)
+
+
+@pytest.mark.parametrize("eta", [0.2, 0.05])
+def test_running_topic_long_dialogues_against_naive_prefixes(eta):
+    # five dialogues of very different lengths, two of them 200+ utterances, in one batch
+    lengths = [230, 1, 57, 301, 12]
+    z = np.random.default_rng(0).standard_normal((sum(lengths), 5))
+    got = _running(z, lengths, eta)
+    close(got, np_running_topic(z, lengths, eta), atol=2e-5)
+    # literal consequences: each dialogue's first utterance is its own topic ...
+    for s, _ in spans(lengths):
+        close(got[s], z[s])
+    # ... and the 1-utterance dialogue is untouched by its 230- and 57-utterance neighbours
+    close(got[230], z[230])
+    # the second utterance of a dialogue: (z_0 + e^η z_1) / (1 + e^η)
+    s = 231
+    close(got[s + 1], (z[s] + math.exp(eta) * z[s + 1]) / (1 + math.exp(eta)))
+
+
+def test_running_topic_respects_dialogue_boundaries():
+    # changing one dialogue's vectors changes no other dialogue's running topic; the last
+    # utterance's running topic is the whole dialogue's (non-causal) topic vector
+    lengths = [230, 1, 57, 301, 12]
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((sum(lengths), 4))
+    z2 = z.copy()
+    z2[231:288] = rng.standard_normal((57, 4)) * 10  # the third dialogue
+    a, b = _running(z, lengths, 0.2), _running(z2, lengths, 0.2)
+    mask = np.ones(sum(lengths), dtype=bool)
+    mask[231:288] = False
+    assert torch.equal(a[torch.from_numpy(mask)], b[torch.from_numpy(mask)])
+    assert (a[231:288] - b[231:288]).abs().min() > 0
+    lt = T(lengths)
+    batch, position = node_positions(lt)
+    whole = topic_vectors(torch.from_numpy(z).float(), batch, position, lt, 0.2)
+    last = np.cumsum(lengths) - 1
+    close(a[torch.from_numpy(last)], whole, atol=2e-5)
+
+
+def test_running_topic_very_long_dialogue():
+    # 600 utterances: weights taken relative to the dialogue's last utterance, exp(0.2·(0 − 599))
+    # = e^-119.8 ≈ 1e-52, underflow float32, and the first ~150 prefixes came out as 0 instead
+    # of z_0, … (a bug this caught); each prefix must be weighted relative to its own end.
+    lengths = [600, 40]
+    z = np.random.default_rng(2).standard_normal((640, 3))
+    got = _running(z, lengths, 0.2)
+    close(got[0], z[0])
+    close(got, np_running_topic(z, lengths, 0.2), atol=2e-5)
+
+
+# ----------------------------------------------------------------------------- D: the whole model against the reference
 
 
 def _tiny_model(**over):
-    cfg = JoyfulConfig(global_attention_dim=8, global_ff=16, global_layers=1, specific_dim=4, gnn_hidden=4, gnn_heads=2,
-                       n_bases=3, classifier_hidden=6, window_past=1, window_future=1, **over)
+    cfg = JoyfulConfig(**{**dict(global_attention_dim=8, global_ff=16, global_layers=1, global_heads=2, specific_dim=4,
+                                 gnn_hidden=4, gnn_heads=2, n_bases=3, classifier_hidden=6, window_past=1,
+                                 window_future=1, dropout=0.0), **over})
     widths = {"t": 6, "a": 3, "v": 5}
     return JoyfulModel(cfg, widths, 3, 2), widths
 
 
-def _tiny_batch(widths, labels=((0, 1, 2, IGNORE_INDEX), (2, 1, 0))):
+def _tiny_batch(widths, labels=((0, 1, 2, IGNORE_INDEX, 1), (2, 1, 0), (1, 1, 0, 2, 0, 2))):
     g = torch.Generator().manual_seed(3)
     ds = []
     for k, y in enumerate(labels):
         n = len(y)
         ds.append(EncodedDialogue(f"d{k}", {m: torch.randn(n, w, generator=g) for m, w in widths.items()},
-                                  T([i % 2 for i in range(n)]), T(list(y)), 2))
+                                  T([(i + k) % 2 for i in range(n)]), T(list(y)), 2))
     return collate(ds, 2)
 
 
-def test_total_loss_is_weighted_sum():
-    torch.manual_seed(0)
-    model, widths = _tiny_model(alpha=0.7, beta=1.9, dropout=0.0)
+def _check_against(out, ref):
+    close(out.logits, ref["logits"], atol=1e-4)
+    close(out.encoded, ref["encoded"], atol=1e-4)
+    close(out.fused, ref["nodes"], atol=1e-4)
+    for k in ("mf", "ct", "ce", "all"):
+        close(out.losses[k], ref[k], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_training_step_with_gcl_against_reference(monkeypatch, seed):
+    # Default views FM+EP / FM+GP. The reference takes from the run only its random draws —
+    # each view's kept feature columns and edge list — and recomputes everything else: fusion,
+    # both encoder passes, L_ct(H(1), H(2)), the classifier on H(1) + H(2), L_ce, and
+    # L_all = α·L_mf + β·L_ct + L_ce with α, β not 1.
+    torch.manual_seed(seed)
+    model, widths = _tiny_model(alpha=0.7, beta=1.9)
     model.train()
     batch = _tiny_batch(widths)
-    seen = []
-    hook = model.encoder.register_forward_hook(lambda mod, inp, out: seen.append(out))
-    out = model(batch)
-    hook.remove()
-    L = out.losses
-    close(L["all"], 0.7 * L["mf"].item() + 1.9 * L["ct"].item() + L["ce"].item())
-    assert L["mf"].item() > 0 and L["ct"].item() > 0
-    # two views encoded; L_ct is the contrastive loss of H(1), H(2); the classifier reads H(1) + H(2)
-    assert len(seen) == 2
-    h1, h2 = seen
-    close(L["ct"], contrastive_loss(h1, h2, model.config.temperature).item())
-    close(out.encoded, _np(h1 + h2))
-    close(out.logits, _np(model.classifier(h1 + h2)), atol=1e-5)
-    # L_ce: mean cross-entropy over labelled utterances only (one label is IGNORE_INDEX)
-    logits, y = _np(out.logits), batch.y.numpy()
-    rows = [i for i in range(len(y)) if y[i] != IGNORE_INDEX]
-    ce = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, y[i]] for i in rows])
-    close(L["ce"], ce)
-    # L_mf is the fusion module's loss
-    fused = model.fusion(batch.x, batch.batch, batch.position, batch.lengths)
-    close(L["mf"], fused.loss.item())
+    rec = Recorder(monkeypatch, model)
+    out = rec.forward(batch)
+    draws = recorded_view_draws(rec)
+    # the draws are what the augmentations produced: view 1's edges are EP's output, view 2's GP's
+    (_, _, _, ep_out), = rec.named("EP")
+    (_, _, _, gp_out), = rec.named("GP")
+    assert draws[0][1] == triples(*ep_out) and draws[1][1] == triples(*gp_out)
+    assert all(0.0 < keep.mean() < 1.0 for keep, _ in draws), "FM masked nothing, or everything"
+    ref = ref_model_forward(model, batch, training=True, views=draws)
+    _check_against(out, ref)
+    assert ref["ct"] > 0 and ref["mf"] > 0
+    # L_ct is not symmetric in its views: swapping H(1) and H(2) gives another value, so the
+    # match above also fixes which view is which
+    swapped = ref_model_forward(model, batch, training=True, views=draws[::-1])
+    assert abs(swapped["ct"] - ref["ct"]) > 1e-4
 
 
-def test_total_loss_without_gcl_and_in_eval():
+def test_training_step_without_augmentation_against_reference():
+    # All ratios 0: both views are the clean window graph with every feature, so H(1) = H(2) =
+    # H(clean) and no draw is needed; a training-mode (batch-statistics) reference, untouched.
     torch.manual_seed(0)
-    model, widths = _tiny_model(alpha=0.5, beta=2.0, dropout=0.0, use_gcl=False)
+    model, widths = _tiny_model(alpha=0.3, beta=0.8, feature_mask_ratio=0.0, edge_perturb_ratio=0.0,
+                                proximity_ratio=0.0)
     batch = _tiny_batch(widths)
     out = model.train()(batch)
+    c = model.config
+    clean = ref_edges_list(batch.lengths.tolist(), batch.speaker.tolist(), 1, 1, 2)
+    keep = np.ones(model.fusion.out_dim)
+    ref = ref_model_forward(model, batch, training=True, views=[(keep, clean), (keep, clean)])
+    _check_against(out, ref)
+    h = ref["encoded"] / 2
+    close(out.losses["ct"], ref_contrastive(h, h, c.temperature), atol=1e-4)
+
+
+def test_training_step_without_gcl_against_reference():
+    # "w/o GCL": one clean view, no contrastive term, the classifier reads H(clean) itself
+    torch.manual_seed(0)
+    model, widths = _tiny_model(alpha=0.5, beta=2.0, use_gcl=False)
+    batch = _tiny_batch(widths)
+    out = model.train()(batch)
+    ref = ref_model_forward(model, batch, training=True)
+    _check_against(out, ref)
     assert out.losses["ct"].item() == 0.0
-    close(out.losses["all"], 0.5 * out.losses["mf"].item() + out.losses["ce"].item())
-    model, widths = _tiny_model(alpha=0.5, beta=2.0)
+
+
+@pytest.mark.parametrize("use_gcl", [True, False])
+@pytest.mark.parametrize("fusion", ["joint", "concat"])
+def test_eval_against_reference(use_gcl, fusion):
+    # Inference: clean window graph (the reference builds its own, by the definition), batch
+    # norm on set running statistics, classifier on 2·H(clean) when trained with GCL
+    torch.manual_seed(0)
+    model, widths = _tiny_model(alpha=0.5, beta=2.0, use_gcl=use_gcl, fusion=fusion, gnn_layers=2)
+    with torch.no_grad():
+        for k, bn in enumerate(model.encoder.norms):
+            d = bn.running_mean.numel()
+            bn.running_mean.copy_(0.1 * torch.arange(d) - 0.2 * k)
+            bn.running_var.copy_(0.5 + 0.25 * torch.arange(d))
+    batch = _tiny_batch(widths)
     out = model.eval()(batch)
+    ref = ref_model_forward(model, batch, training=False)
+    _check_against(out, ref)
     assert out.losses["ct"].item() == 0.0
-    close(out.losses["all"], 0.5 * out.losses["mf"].item() + out.losses["ce"].item())
+    if fusion == "concat":
+        assert out.losses["mf"].item() == 0.0

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
 
-from joyful.data.labels import IEMOCAP6
+from joyful import Joyful, JoyfulConfig
+from joyful.api import integer_label_names
+from joyful.data.labels import LABEL_SETS
 from joyful.errors import DataError
 from joyful.io import read_dialogues
 
-MELD_ORDER = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")  # DialogueGCN's MELD ints
+# The published integer label orders, written out here (not imported from joyful) so that a
+# wrong constant in the code fails these tests:
+#: IEMOCAP_features.pkl of DialogueGCN/DialogueRNN (declare-lab/conv-emotion, dataloader.py):
+#: "label index mapping = {'hap':0, 'sad':1, 'neu':2, 'ang':3, 'exc':4, 'fru':5}"; COGMEN uses the same.
+IEMOCAP_ORDER = ("hap", "sad", "neu", "ang", "exc", "fru")
+#: MELD's pickles (declare-lab/MELD README, "Labelling"): "Emotion - {'neutral': 0, 'surprise': 1,
+#: 'fear': 2, 'sadness': 3, 'joy': 4, 'disgust': 5, 'anger': 6}"; DialogueGCN's and MMGCN's
+#: MELD_features_raw.pkl repeat it ("label index mapping" in their MELDDataset).
+MELD_ORDER = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
 
 
 def vecs(rng, n, width):
@@ -69,7 +80,7 @@ def write(tmp_path, obj, name="features.pkl", protocol=2):
 def test_iemocap_layout(tmp_path):
     obj = iemocap_tuple()
     path = write(tmp_path, obj)
-    train = read_dialogues(path, int_label_names=IEMOCAP6.labels)
+    train = read_dialogues(path, int_label_names=IEMOCAP_ORDER)
     assert [d.id for d in train] == ["Ses01F_impro01", "Ses01M_impro02"]
     d = train.dialogues[0]
     assert d.speakers == ["F", "M", "F", "M"] and d.labels == ["hap", "sad", "neu", "ang"]
@@ -80,17 +91,62 @@ def test_iemocap_layout(tmp_path):
     assert [d.id for d in test] == ["Ses05F_script01"] and test.source == f"{path}#test"
 
 
+@pytest.mark.parametrize("label_set", ["iemocap6", "iemocap4"])
+def test_integer_iemocap_labels_get_the_published_names(tmp_path, label_set):
+    """Through the path training takes: the model's label set picks the names of the integers."""
+    assert integer_label_names(label_set) == IEMOCAP_ORDER  # IEMOCAP-4 files use IEMOCAP-6's first four
+    ids, spk, lab, t, a, v, s, train, test = iemocap_tuple()
+    ids["Ses01F_impro01"] = [f"u{i}" for i in range(6)]
+    spk["Ses01F_impro01"] = ["F", "M"] * 3
+    lab["Ses01F_impro01"] = [5, 4, 3, 2, 1, 0]
+    rng = np.random.default_rng(3)
+    t["Ses01F_impro01"], a["Ses01F_impro01"], v["Ses01F_impro01"] = vecs(rng, 6, 100), vecs(rng, 6, 100), vecs(rng, 6, 512)
+    s["Ses01F_impro01"] = [f"line {i}" for i in range(6)]
+    path = write(tmp_path, (ids, spk, lab, t, a, v, s, train, test))
+    clf = Joyful(JoyfulConfig(label_set=label_set))
+    ds = clf.prepare(path, role="train", label_set=LABEL_SETS[label_set], progress=False)
+    d = ds.dialogues[0]
+    if label_set == "iemocap6":
+        assert d.labels == ["fru", "exc", "ang", "neu", "sad", "hap"]
+    else:  # exc (4) and fru (5) utterances are removed, the rest keep their names
+        assert d.labels == ["ang", "neu", "sad", "hap"] and d.speakers == ["F", "M", "F", "M"]
+    assert ds.dialogues[1].labels == ["hap", "sad", "neu"]
+
+
+@pytest.mark.parametrize("with_visual", [False, True])
+def test_integer_meld_labels_get_the_published_names(tmp_path, with_visual):
+    """MELD integers 0-6 read with the names the code picks for a meld7 model: the pickles' order, not MELD7's."""
+    assert integer_label_names("meld7") == MELD_ORDER
+    obj = list(meld_tuple(with_visual))
+    rng = np.random.default_rng(4)
+    obj[0][0] = list(range(7))
+    obj[1][0] = [np.eye(9)[i % 3] for i in range(7)]
+    obj[2][0] = [0, 1, 2, 3, 4, 5, 6]
+    for k in range(3, 5 + with_visual):
+        obj[k][0] = vecs(rng, 7, len(obj[k][1][0]))
+    obj[5 + with_visual][0] = [f"line {i}" for i in range(7)]
+    path = write(tmp_path, tuple(obj), protocol=4)
+    clf = Joyful(JoyfulConfig(label_set="meld7", modalities="ta"))
+    ds = clf.prepare(path, role="train", label_set=LABEL_SETS["meld7"], progress=False)
+    assert ds.dialogues[0].labels == ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
+
+
 @pytest.mark.parametrize("role_or_suffix", [{"role": "valid"}, {"spec_suffix": "#dev"}, {"spec_suffix": "#valid"}])
 def test_no_validation_split(tmp_path, role_or_suffix):
     path = write(tmp_path, iemocap_tuple())
-    with pytest.raises(DataError, match=r"separate validation file.*#test"):
+    with pytest.raises(DataError, match=r"separate validation file") as e:
         read_dialogues(path + role_or_suffix.get("spec_suffix", ""), role=role_or_suffix.get("role", "train"))
+    message = str(e.value).partition(": ")[2]  # after the file name, which holds the '#dev' of the spec
+    # Validating (early stopping) on the test split would leak it into training: never suggest it.
+    assert "#test" not in message
+    assert not re.search(r"\b(use|using|try|validate on|validating on)\b[^.;(]*\btest\b", message), message
+    assert re.search(r"\b(never|not|do not|don't)\b[^.;]*\btest split\b", message), message  # it warns against it
 
 
 @pytest.mark.parametrize("with_visual", [False, True])
 def test_meld_layouts(tmp_path, with_visual):
     path = write(tmp_path, meld_tuple(with_visual), protocol=4)
-    train = read_dialogues(path, int_label_names=MELD_ORDER)
+    train = read_dialogues(path, int_label_names=integer_label_names("meld7"))
     assert [d.id for d in train] == ["0", "1"]
     d = train.dialogues[0]
     assert d.speakers == ["0", "1", "2"]

@@ -118,9 +118,11 @@ def test_training_data_without_any_value_of_a_modality_is_refused(tmp_path):
 
 def test_empty_text_is_a_missing_text(tmp_path):
     from joyful.data.schema import DialogueSet
-    from joyful.data.text_encoder import ensure_text_features
+    from joyful.data.text_features import ensure_text_features
 
     class Fake:
+        name = "fake"
+
         def encode(self, texts):
             return np.ones((len(texts), 4), dtype=np.float32)
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
-from joyful.batching import EncodedDialogue, collate, encode_dialogues
+from joyful.batching import IGNORE_INDEX, EncodedDialogue, collate, encode_dialogues
 from joyful.config import JoyfulConfig
 from joyful.data.labels import LabelSet
 from joyful.model import JoyfulModel
 from joyful.nn.graph import window_graph
 from joyful.synthetic import generate_dialogues
+from test_equations import Recorder, encoder_inputs, recorded_view_draws, ref_cross_entropy, ref_edges, ref_model_forward
 
 WIDTHS = {"t": 12, "a": 6, "v": 8}
 LABELS = LabelSet("tiny", ("hap", "sad", "neu", "ang"))
@@ -120,32 +124,153 @@ def test_ablations_forward_backward(over):
     check_step(model, batch, train=False)
 
 
-def test_class_weight_is_accepted():
+@pytest.mark.parametrize("train", [False, True])
+def test_class_weight_weights_the_cross_entropy(train):
+    # L_ce with class weights w: Σ_i w_{y_i}·(−log p_i[y_i]) / Σ_i w_{y_i} over labelled utterances,
+    # recomputed from the logits in NumPy; with non-uniform weights it differs from the plain mean
+    torch.manual_seed(0)
     batch = make_batch(2)
-    model = make_model(make_config())
-    out = model.train()(batch, class_weight=torch.tensor([1.0, 2.0, 0.5, 1.0]))
-    assert torch.isfinite(out.losses["all"])
+    batch.y[1] = IGNORE_INDEX
+    model = make_model(make_config(dropout=0.0)).train(train)
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    torch.manual_seed(1)
+    out = model(batch, class_weight=weight)
+    logits, y = out.logits.detach().double().numpy(), batch.y.tolist()
+    expected = ref_cross_entropy(logits, y, weight.tolist())
+    torch.testing.assert_close(out.losses["ce"].item(), expected, rtol=1e-5, atol=1e-6)
+    assert abs(expected - ref_cross_entropy(logits, y)) > 1e-3
+    c = model.config
+    torch.testing.assert_close(out.losses["all"].item(), c.alpha * out.losses["mf"].item()
+                               + c.beta * out.losses["ct"].item() + expected, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def _double_step(model, batch, seed=11):
+    torch.manual_seed(seed)  # the same augmentation draws every time
+    return model(batch)
+
+
+def _double_setup():
+    torch.manual_seed(0)
+    model = make_model(make_config(dropout=0.0)).double().train()
+    batch = make_batch(2, seed=7)
+    batch.x = {m: v.double() for m, v in batch.x.items()}
+    for row, m in ((1, "a"), (4, "t"), (6, "v")):  # one missing modality each, so the stand-ins learn too
+        batch.x[m][row] = float("nan")
+    return model, batch
+
+
+#: Parameters whose gradient is zero by construction in a training step: attention's key bias
+#: shifts every score of a query equally (softmax ignores it); the value and skip biases add the
+#: same vector to every node right before batch norm, which removes it.
+STRUCTURALLY_ZERO = ("attention.0.lin_key.bias", "attention.0.lin_value.bias", "attention.0.lin_skip.bias")
+
+
+def test_gradients_reach_every_parameter_and_match_finite_differences():
+    model, batch = _double_setup()
+    out = _double_step(model, batch)
+    model.zero_grad()
     out.losses["all"].backward()
+    for name, p in model.named_parameters():
+        if name.endswith(STRUCTURALLY_ZERO):
+            continue
+        assert p.grad is not None and p.grad.abs().max() > 1e-9, f"no gradient reaches {name}"
+    # autograd against central differences of L_all, in float64, on the largest-gradient entry
+    # of parameters in each part: fusion (global, specific, basis), missing stand-in, GNN, classifier
+    named = dict(model.named_parameters())
+    probes = ["missing.embedding.a", "fusion.global_mlps.t.0.weight", "fusion.transformer.layers.0.qkv.weight",
+              "fusion.specific_mlps.v.3.weight", "fusion.basis.basis", "fusion.basis.w_b.weight",
+              "encoder.project.weight", "encoder.rgcn.0.weight", "encoder.attention.0.lin_query.weight",
+              "encoder.norms.0.weight", "classifier.3.bias"]
+    eps = 1e-6
+    for name in probes:
+        p = named[name]
+        idx = np.unravel_index(int(p.grad.abs().argmax()), p.shape)
+        grad = float(p.grad[idx])
+        with torch.no_grad():
+            orig = float(p[idx])
+            p[idx] = orig + eps
+            up = _double_step(model, batch).losses["all"].item()
+            p[idx] = orig - eps
+            down = _double_step(model, batch).losses["all"].item()
+            p[idx] = orig
+        fd = (up - down) / (2 * eps)
+        assert abs(fd - grad) <= 1e-8 + 1e-5 * abs(grad), (name, grad, fd)
+
+
+def test_each_loss_term_reaches_the_parts_it_depends_on():
+    # L_mf depends on the fusion module only; L_ct on fusion and GNN but not the classifier;
+    # L_ce on all three. A detached node tensor or a classifier fed the wrong tensor breaks this.
+    model, batch = _double_setup()
+    parts = {"fusion.": [], "encoder.": [], "classifier.": []}
+    for name, p in model.named_parameters():
+        for prefix in parts:
+            if name.startswith(prefix):
+                parts[prefix].append(p)
+
+    def reached(term):
+        model.zero_grad()
+        _double_step(model, batch).losses[term].backward()
+        return {k: any(p.grad is not None and p.grad.abs().max() > 1e-12 for p in ps) for k, ps in parts.items()}
+
+    assert reached("mf") == {"fusion.": True, "encoder.": False, "classifier.": False}
+    assert reached("ct") == {"fusion.": True, "encoder.": True, "classifier.": False}
+    assert reached("ce") == {"fusion.": True, "encoder.": True, "classifier.": True}
 
 
 # ----------------------------------------------------------------------------- inference
 
 
 @pytest.mark.parametrize("use_gcl", [True, False])
-def test_eval_is_deterministic_and_uses_the_clean_graph(use_gcl):
+def test_eval_is_deterministic_and_matches_the_reference(use_gcl):
+    # Inference by the NumPy reference (test_equations): its own window graph (2/2), batch norm
+    # on the running statistics a training step left, classifier on 2·H(clean) with GCL
     torch.manual_seed(2)
     batch = make_batch(2, seed=3)
     model = make_model(make_config(use_gcl=use_gcl))
     model.train()(batch)  # move the batch-norm running statistics away from their initial values
+    assert not torch.equal(model.encoder.norms[0].running_mean, torch.zeros_like(model.encoder.norms[0].running_mean))
     model.eval()
     with torch.no_grad():
         first, second = model(batch), model(batch)
-        assert torch.equal(first.logits, second.logits)
-        ei, et = window_graph(batch.lengths, batch.speaker, 2, 2, 2)
-        clean = model.encoder(first.fused, ei, et)
-        factor = 2.0 if use_gcl else 1.0  # H(1) + H(2) with two identical un-augmented views
-        torch.testing.assert_close(first.encoded, factor * clean)
-        torch.testing.assert_close(first.logits, model.classifier(factor * clean))
+    assert torch.equal(first.logits, second.logits)
+    ref = ref_model_forward(model, batch, training=False)
+    for key in ("logits", "encoded"):
+        np.testing.assert_allclose(getattr(first, key).double().numpy(), ref[key], rtol=1e-4, atol=1e-4)
+    for key in ("mf", "ce", "all"):
+        np.testing.assert_allclose(first.losses[key].item(), ref[key], rtol=1e-4, atol=1e-5)
+
+
+def test_inference_edge_noise_draws_from_its_generator():
+    # the robustness study's random edges: E + round(0.3·E) edges, the clean ones first; drawn
+    # from inference_edge_generator only (global state untouched, its seed decides)
+    batch = make_batch(2, seed=3)
+    model = make_model(make_config()).eval()
+    with torch.no_grad():
+        clean = model(batch).logits
+        model.inference_edge_noise = 0.3
+        edges = []
+        hook = model.encoder.register_forward_pre_hook(lambda mod, args: edges.append(args[1]))
+
+        def run(seed):
+            model.inference_edge_generator = torch.Generator().manual_seed(seed)
+            return model(batch).logits
+
+        torch.manual_seed(0)
+        state = torch.get_rng_state()
+        a = run(5)
+        assert torch.equal(torch.get_rng_state(), state), "noise drawn from the global generator"
+        torch.manual_seed(99)
+        assert torch.equal(a, run(5))
+        assert not torch.allclose(a, run(6))
+        assert not torch.allclose(a, clean)
+        hook.remove()
+    true = ref_edges(batch.lengths.tolist(), batch.speaker.tolist(), 2, 2, 2)
+    E = len(true)
+    assert edges[0].shape[1] == E + round(0.3 * E)
+    assert {(s, d) for s, d in edges[0][:, :E].T.tolist()} == {(s, d) for s, d, _ in true}
 
 
 def test_eval_dialogues_are_independent():
@@ -159,12 +284,41 @@ def test_eval_dialogues_are_independent():
     torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)
 
 
-def test_training_mode_is_stochastic():
-    torch.manual_seed(3)
+def test_training_views_are_random_and_follow_the_seed():
+    # the augmentations draw from PyTorch's global generator: the same seed gives the same
+    # views (hence logits and L_ct), another seed other views
     batch = make_batch(2)
     model = make_model(make_config(dropout=0.0)).train()
-    a, b = model(batch).logits, model(batch).logits
-    assert not torch.equal(a, b)  # the augmentations draw new views each step
+
+    def run(seed):
+        torch.manual_seed(seed)
+        return model(batch)
+
+    a, b, c = run(1), run(1), run(2)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.losses["ct"], b.losses["ct"])
+    assert not torch.allclose(a.logits, c.logits) and not torch.allclose(a.losses["ct"], c.losses["ct"])
+
+
+def test_training_randomness_is_the_augmentations(monkeypatch):
+    # with dropout off and every augmentation ratio 0 a training step is deterministic whatever
+    # the seed, and both views are the same clean view (H(1) = H(2)); so the randomness above
+    # is the views', not some other source
+    batch = make_batch(2)
+    model = make_model(make_config(dropout=0.0, feature_mask_ratio=0.0, edge_perturb_ratio=0.0,
+                                   proximity_ratio=0.0)).train()
+    rec = Recorder(monkeypatch, model)
+    torch.manual_seed(1)
+    a = rec.forward(batch)
+    call1, call2 = rec.view_calls()
+    torch.manual_seed(2)
+    b = model(batch)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.losses["all"], b.losses["all"])
+    assert torch.equal(call1[3], call2[3])
+    for call in (call1, call2):
+        h, ei, _ = encoder_inputs(call)
+        assert torch.equal(h, a.fused)
+        assert {(s, d) for s, d in ei.T.tolist()} == {(s, d) for s, d, _ in
+                                                       ref_edges(batch.lengths.tolist(), batch.speaker.tolist(), 2, 2, 2)}
 
 
 # ----------------------------------------------------------------------------- odd dialogue lengths
@@ -188,10 +342,26 @@ def test_single_utterance_dialogue_eval():
     assert all(torch.isfinite(v) for v in out.losses.values())
 
 
-def test_single_utterance_dialogue_train():
-    model = make_model(make_config()).train()
-    out = model(collate([one_dialogue(1, 0)], 2))
+def test_single_utterance_dialogue_train(monkeypatch):
+    # One node: its graph is its self-loop (EP and GP change round(0.2·1) = 0 edges), batch norm
+    # is skipped (no batch statistics from one node), and both InfoNCE terms are exactly 0: the
+    # positive is the only term of each softmax, −log(e^s / e^s) = 0. The rest is the reference.
+    torch.manual_seed(0)
+    model = make_model(make_config(dropout=0.0)).train()
+    batch = collate([one_dialogue(1, 0)], 2)
+    rec = Recorder(monkeypatch, model)
+    out = rec.forward(batch)
+    assert out.losses["ct"].item() == 0.0
+    draws = recorded_view_draws(rec)
+    assert [edges for _, edges in draws] == [[(0, 0, 0)], [(0, 0, 0)]]
+    ref = ref_model_forward(model, batch, training=True, views=draws)
+    np.testing.assert_allclose(out.logits.detach().double().numpy(), ref["logits"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.losses["all"].item(), ref["all"], rtol=1e-4, atol=1e-5)
+    model.zero_grad()
     out.losses["all"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.classifier[3].bias.grad.abs().max() > 0
+    assert math.isclose(out.losses["ce"].item(), ref["ce"], rel_tol=1e-4)
 
 
 def test_two_single_utterance_dialogues_train():

@@ -1,17 +1,25 @@
-"""The prediction service through its HTTP API: every endpoint, every refusal, streaming, erasure, concurrency."""
+"""The prediction service through its HTTP API: every endpoint, every refusal, streaming, erasure, concurrency.
+
+The service's answers are checked against the model's forward pass run here on tensors
+built in the test from the dialogue that was sent (:func:`reference_probabilities`), not
+against :meth:`Joyful.predict`, which the service itself calls.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
 import httpx
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from conftest import TINY
 from joyful import Joyful, JoyfulConfig
+from joyful.batching import Batch
 from joyful.corrections import CorrectionStore
 from joyful.service.app import create_app
 from joyful.synthetic import DEFAULT_LABELS, generate_dialogues
@@ -57,6 +65,84 @@ def stream(client, d, session=None, **kwargs):
     return session, answers
 
 
+@torch.no_grad()
+def reference_probabilities(clf, d) -> np.ndarray:
+    """Class probabilities ``(n, C)`` for dialogue ``d``: one forward pass of the model on a batch built here.
+
+    Nodes are the utterances in the order given; speakers are numbered by first appearance
+    (how the model was trained); a modality the dialogue lacks, or a NaN row, is missing.
+    """
+    model = clf.model.eval()
+    n = len(d)
+    first_seen: dict[str, int] = {}
+    speaker = torch.tensor([first_seen.setdefault(s, len(first_seen)) for s in d.speakers]).clamp(max=model.n_speakers - 1)
+    x = {
+        m: torch.tensor(np.asarray(d.features[m], dtype=np.float32))
+        if m in d.features else torch.full((n, clf.info.widths[m]), float("nan"))
+        for m in clf.config.modality_order
+    }
+    batch = Batch(
+        ids=[d.id], x=x, speaker=speaker, y=torch.full((n,), -100), lengths=torch.tensor([n]),
+        batch=torch.zeros(n, dtype=torch.long), position=torch.arange(n),
+    )
+    return model(batch).logits.softmax(-1).numpy()
+
+
+def occluded(d, modalities, rows):
+    """A copy of ``d`` with ``modalities`` marked missing (NaN) on ``rows``."""
+    features = {m: x.copy() for m, x in d.features.items()}
+    for m in modalities:
+        features[m][rows] = np.nan
+    return dataclasses.replace(d, features=features)
+
+
+def reference_explanations(clf, d) -> list[dict]:
+    """Occlusion, by hand: per utterance, the drop in its predicted class's probability when a modality
+    is missing throughout (``modalities``), and when another utterance's content is missing (``influence``)."""
+    names = {"t": "text", "a": "audio", "v": "visual"}
+    base = reference_probabilities(clf, d)
+    best = base.argmax(1)
+    n, rows = len(d), np.arange(len(d))
+    by_modality = {names[m]: base[rows, best] - reference_probabilities(clf, occluded(d, [m], slice(None)))[rows, best]
+                   for m in clf.config.modality_order}
+    by_utterance = np.stack([
+        base[rows, best] - reference_probabilities(clf, occluded(d, clf.config.modality_order, j))[rows, best]
+        for j in range(n)
+    ])  # (j, i)
+    return [{"modalities": {m: float(v[i]) for m, v in by_modality.items()}, "influence": by_utterance[:, i]}
+            for i in range(n)]
+
+
+def assert_explanation_matches(got: dict, ref: dict, i: int, top_k: int = 3) -> None:
+    """``got`` (the service's) against the hand occlusion ``ref`` for utterance ``i``; ties may come in any order."""
+    assert got["modalities"] == pytest.approx(ref["modalities"], abs=2e-6)
+    influence = ref["influence"]
+    reported = [c["index"] for c in got["context"]]
+    others = [j for j in range(len(influence)) if j != i]
+    assert len(reported) == min(top_k, len(others)) and len(set(reported)) == len(reported) and i not in reported
+    for c in got["context"]:
+        assert c["influence"] == pytest.approx(influence[c["index"]], abs=2e-6)
+    sizes = [abs(c["influence"]) for c in got["context"]]
+    assert sizes == sorted(sizes, reverse=True)
+    left_out = [abs(influence[j]) for j in others if j not in reported]
+    assert not left_out or min(sizes) >= max(left_out) - 2e-6  # the top k by |influence|
+
+
+def copied(d):
+    """``d`` with its own copy of every feature array."""
+    return dataclasses.replace(d, features={m: x.copy() for m, x in d.features.items()})
+
+
+def probability_rows(utterances, labels) -> np.ndarray:
+    """The answered probabilities as an ``(n, C)`` array, columns in the model's label order."""
+    return np.array([[u["probabilities"][name] for name in labels] for u in utterances])
+
+
+def renamed(d, names):
+    """``d`` with its speakers renamed (``names`` maps old to new)."""
+    return dataclasses.replace(d, speakers=[names[s] for s in d.speakers])
+
+
 # ---------------------------------------------------------------------- model and health
 def test_health_and_model(client):
     assert client.get("/health").json() == {"status": "ok", "sessions": 0, "max_sessions": 3}
@@ -81,14 +167,19 @@ def test_openapi_schema_describes_every_endpoint(client):
 
 # ---------------------------------------------------------------------- /predict
 def test_predict_matches_the_model_and_stores_no_text(client, clf, store_path):
-    d = sample_dialogue()
+    # Speakers whose sorted order is not their order of appearance, so numbering them any other way shows.
+    d = renamed(sample_dialogue(n=8), {"S0": "zoe", "S1": "adam"})
     r = client.post("/predict", json=dialogue_body(d))
     assert r.status_code == 200, r.text
     body = r.json()
-    expected = clf.predict([d])
+    expected = reference_probabilities(clf, d)
+    labels = client.get("/model").json()["labels"]
     assert body["dialogue"] == d.id and body["stored"] is True
-    assert [u["probabilities"] for u in body["utterances"]] == [e["probabilities"] for e in expected]
-    assert [u["label"] for u in body["utterances"]] == [e["label"] for e in expected]
+    assert [u["index"] for u in body["utterances"]] == list(range(len(d)))
+    assert [u["speaker"] for u in body["utterances"]] == d.speakers
+    got = probability_rows(body["utterances"], labels)
+    np.testing.assert_allclose(got, expected, atol=2e-6)  # the service rounds to 6 decimals
+    assert [u["label"] for u in body["utterances"]] == [labels[k] for k in expected.argmax(1)]
     assert all("explanation" not in u or u["explanation"] is None for u in body["utterances"])
     stored = CorrectionStore(store_path).dialogue(d.id)
     assert stored.texts is None and stored.speakers == d.speakers
@@ -109,23 +200,47 @@ def test_keep_text_stores_texts(clf, tmp_path):
         assert CorrectionStore(tmp_path / "s.sqlite").dialogue(d.id).texts == d.texts
 
 
-def test_predict_explain_passes_the_models_explanations_through(client, clf):
+def test_predict_explain_gives_the_occlusion_explanations(client, clf):
     d = sample_dialogue()
     body = client.post("/predict?explain=true", json=dialogue_body(d)).json()
-    expected = clf.predict([d], explain=True)
-    assert [u["explanation"] for u in body["utterances"]] == [e["explanation"] for e in expected]
+    reference = reference_explanations(clf, d)
+    for i, (u, ref) in enumerate(zip(body["utterances"], reference, strict=True)):
+        assert_explanation_matches(u["explanation"], ref, i)
+        assert all(c["speaker"] == d.speakers[c["index"]] for c in u["explanation"]["context"])
     first = body["utterances"][0]["explanation"]
     assert set(first["modalities"]) == {"text", "audio", "visual"}
     assert all(set(c) == {"index", "speaker", "influence"} for c in first["context"])
+    # Causal model: a later utterance cannot influence an earlier one.
+    for i, u in enumerate(body["utterances"]):
+        assert all(c["influence"] == 0 for c in u["explanation"]["context"] if c["index"] > i)
+
+
+def test_changing_an_utterance_changes_its_own_and_later_answers_only(client, clf):
+    """What the service answers for utterance i depends on utterance i (and, causal, not on later ones)."""
+    d = sample_dialogue(n=6)
+    before = client.post("/predict?store=false&explain=true", json=dialogue_body(d)).json()["utterances"]
+    changed = copied(d)
+    changed.features["a"][3] = -changed.features["a"][3] * 3
+    changed.features["v"][3] = -changed.features["v"][3] * 3
+    after = client.post("/predict?store=false&explain=true", json=dialogue_body(changed)).json()["utterances"]
+    for i in range(3):  # the past is as it was
+        assert after[i]["probabilities"] == before[i]["probabilities"]
+        assert after[i]["explanation"] == before[i]["explanation"]
+    assert after[3]["probabilities"] != before[3]["probabilities"]
+    assert after[3]["explanation"]["modalities"] != before[3]["explanation"]["modalities"]
+    np.testing.assert_allclose(probability_rows(after, clf.info.label_set.labels), reference_probabilities(clf, changed), atol=2e-6)
 
 
 def test_a_missing_modality_is_a_nan_row(client, clf, store_path):
     d = sample_dialogue()
+    full = reference_probabilities(clf, d)
     d.features["v"][2] = np.nan
     payload = dialogue_body(d)
     assert "visual" not in payload["utterances"][2]
     body = client.post("/predict", json=payload).json()
-    assert [u["probabilities"] for u in body["utterances"]] == [e["probabilities"] for e in clf.predict([d])]
+    got = probability_rows(body["utterances"], clf.info.label_set.labels)
+    np.testing.assert_allclose(got, reference_probabilities(clf, d), atol=2e-6)
+    assert np.abs(got[2] - full[2]).max() > 1e-3  # the left-out vector really was left out
     assert np.isnan(CorrectionStore(store_path).dialogue(d.id).features["v"][2]).all()
 
 
@@ -295,14 +410,23 @@ def test_oversized_bodies_get_413(clf, tmp_path):
 
 # ---------------------------------------------------------------------- streaming
 def test_streamed_labels_equal_whole_dialogue_labels_for_a_causal_model(client, clf, store_path):
-    d = sample_dialogue(n=8)
+    d = renamed(sample_dialogue(n=8), {"S0": "zoe", "S1": "adam"})
     session, answers = stream(client, d)
-    whole = clf.predict([d], explain=True)
-    for i, (a, w) in enumerate(zip(answers, whole, strict=True)):
+    labels = client.get("/model").json()["labels"]
+    whole = reference_probabilities(clf, d)
+    for i, a in enumerate(answers):
         assert a["index"] == i and a["speaker"] == d.speakers[i] and a["session"] == session
-        assert a["label"] == w["label"]
-        assert a["probabilities"] == pytest.approx(w["probabilities"], abs=2e-6)
-        assert a["explanation"]["modalities"] == pytest.approx(w["explanation"]["modalities"], abs=2e-6)
+        prefix = dataclasses.replace(  # utterances 0..i, built here
+            d, speakers=d.speakers[: i + 1], features={m: x[: i + 1] for m, x in d.features.items()},
+            texts=d.texts[: i + 1], labels=None,
+        )
+        own = reference_probabilities(clf, prefix)[i]  # utterance i given utterances 0..i
+        got = probability_rows([a], labels)[0]
+        np.testing.assert_allclose(got, own, atol=2e-6)
+        np.testing.assert_allclose(got, whole[i], atol=2e-6)  # causal: the future changes nothing
+        assert a["label"] == labels[int(whole[i].argmax())]
+        ref = reference_explanations(clf, prefix)[i]
+        assert_explanation_matches(a["explanation"], ref, i)
         assert all(c["index"] < i for c in a["explanation"]["context"])  # past context only
     got = client.get(f"/sessions/{session}").json()
     assert got["causal"] is True and [u["label"] for u in got["utterances"]] == [a["label"] for a in answers]
@@ -459,7 +583,8 @@ def test_page_and_its_assets_are_served_locally(client):
 def test_concurrent_sessions_on_a_real_server(clf, tmp_path):
     """Six clients stream at once (and one predicts whole dialogues): no error, and every answer is exact."""
     dialogues = [sample_dialogue(seed=100 + k, n=6, prefix=f"c{k}-") for k in range(6)]
-    expected = {d.id: clf.predict([d]) for d in dialogues}
+    labels = list(clf.info.label_set.labels)
+    expected = {d.id: reference_probabilities(clf, d) for d in dialogues}
     problems: list[str] = []
     app = create_app(clf, tmp_path / "s.sqlite", max_sessions=8)
     with live_server(app) as url:
@@ -471,7 +596,7 @@ def test_concurrent_sessions_on_a_real_server(clf, tmp_path):
                     r = h.post(f"/sessions/{session}/utterances", json=utterance_body(d, i))
                     if r.status_code != 200:
                         problems.append(f"{d.id} {i}: {r.status_code} {r.text}")
-                    elif r.json()["probabilities"] != pytest.approx(expected[d.id][i]["probabilities"], abs=2e-6):
+                    elif [r.json()["probabilities"][k] for k in labels] != pytest.approx(list(expected[d.id][i]), abs=2e-6):
                         problems.append(f"{d.id} {i}: probabilities differ")
 
         def predictor():

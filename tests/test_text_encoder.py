@@ -16,8 +16,9 @@ import pytest
 
 from joyful.data import text_encoder as te
 from joyful.data.schema import Dialogue, DialogueSet
-from joyful.data.text_encoder import DEFAULT_TEXT_ENCODER, MINILM_ID, TextEncoder, ensure_text_features
-from joyful.errors import JoyfulError
+from joyful.data.text_encoder import DEFAULT_TEXT_ENCODER, MINILM_ID, TextEncoder
+from joyful.data.text_features import ensure_text_features
+from joyful.errors import DataError, JoyfulError
 
 
 class _Spy:
@@ -139,7 +140,8 @@ def test_interrupted_run_keeps_finished_batches(tmp_path, minilm, monkeypatch):
 
 
 def test_ensure_text_features_fills_missing_text_features_in_one_call(tmp_path, rec, monkeypatch):
-    own = np.ones((2, 384), dtype=np.float32)
+    enc = _encoder(tmp_path)
+    own = enc.encode(["kept", "as is"])  # d2 brings the encoder's own vectors, so texts elsewhere may be encoded
     data = DialogueSet(
         [
             Dialogue("d1", ["A", "B", "A"], texts=["Hi!", "", "Go away."]),
@@ -149,18 +151,34 @@ def test_ensure_text_features_fills_missing_text_features_in_one_call(tmp_path, 
         ],
         source="mem",
     )
-    enc = _encoder(tmp_path)
     calls: list[list[str]] = []
     real_encode = enc.encode
     monkeypatch.setattr(enc, "encode", lambda texts: calls.append(list(texts)) or real_encode(texts))
 
     assert ensure_text_features(data, enc) is data
-    assert calls == [["Hi!", "", "Go away.", "Hi!", "Fine."]]
+    # First the check of the supplied vectors, then every text without a vector in one call (empty ones skipped).
+    assert calls == [["kept", "as is"], ["Hi!", "Go away.", "Hi!", "Fine."]]
     d1, d2, d3, d4 = data.dialogues
     assert d1.features["t"].shape == (3, 384) and d4.features["t"].shape == (2, 384)
     np.testing.assert_array_equal(d1.features["t"][0], d4.features["t"][0])
+    assert np.isnan(d1.features["t"][1]).all()  # nothing said: text missing
     assert d2.features["t"] is own and "t" not in d3.features
     data.validate()
+
+
+def test_ensure_text_features_refuses_texts_beside_another_models_vectors(tmp_path):
+    enc = _encoder(tmp_path)
+    data = DialogueSet(
+        [
+            Dialogue("d1", ["A", "B"], texts=["Hi!", "Go away."]),
+            Dialogue("d2", ["A", "B"], features={"t": np.ones((2, 384), dtype=np.float32)}, texts=["kept", "as is"]),
+        ],
+        source="mem",
+    )
+    with pytest.raises(DataError, match="differ from the text encoder's vector") as e:
+        ensure_text_features(data, enc)
+    assert (e.value.dialogue, e.value.index, e.value.field) == ("d1", 0, "text_features")
+    assert "t" not in data.dialogues[0].features
 
 
 @pytest.mark.parametrize("name", ["no-such-encoder-xyz", "/no/such/model/dir"])

@@ -144,3 +144,46 @@ def test_noisy_edge_evaluation_is_repeatable_and_leaves_global_rng_alone(trained
     assert noisy[0]["y_pred"] == noisy[1]["y_pred"]
     clean = clf.evaluate(data_dir / "test.jsonl", with_predictions=True)
     assert clean["y_pred"] != noisy[0]["y_pred"]  # the random edges do change some predictions
+
+
+def test_moving_average_of_weights_is_what_training_keeps(data_dir, monkeypatch):
+    """ema_decay: the kept weights are e_1 = w_1, e_k = d·e_{k−1} + (1 − d)·w_k over the optimiser steps.
+
+    The reference replays the raw run (ema_decay 0, same seed: the average never changes
+    the live weights) and averages its per-step weights by hand, BatchNorm statistics too.
+    """
+    steps: list[dict[str, torch.Tensor]] = []
+    real_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        steps.append({k: v.detach().clone() for k, v in model_ref[0].state_dict().items()})
+        return out
+
+    cfg = JoyfulConfig(**{**TINY, "epochs": 2, "batch_size": 8})
+    train_set = read_jsonl(data_dir / "train.jsonl")
+    model_ref: list = []
+    raw = Joyful(cfg)
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    import joyful.api as api_module
+
+    real_build = api_module.build_model
+
+    def build_and_remember(*args):
+        model_ref.append(real_build(*args))
+        return model_ref[-1]
+
+    monkeypatch.setattr(api_module, "build_model", build_and_remember)
+    raw.fit(train_set, progress=False)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    assert len(steps) == 2 * 6  # 48 dialogues in batches of 8, two epochs
+
+    d = 0.8
+    expected = dict(steps[0])
+    for w in steps[1:]:
+        expected = {k: d * expected[k] + (1 - d) * w[k] if w[k].is_floating_point() else w[k] for k in w}
+    averaged = Joyful(cfg.replace(ema_decay=d)).fit(train_set, progress=False)
+    got = averaged.model.state_dict()
+    for name in ("classifier.0.weight", "encoder.project.weight", "encoder.norms.0.running_mean"):
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got["classifier.0.weight"], steps[-1]["classifier.0.weight"])  # not the last raw step

@@ -26,3 +26,8 @@ def test_search_writes_a_usable_best_config_and_resumes(data_dir, tmp_path):
     assert len(json.loads((tmp_path / "trials.json").read_text())) == 3
     with pytest.raises(JoyfulError, match="another base config"):
         tune(data_dir / "train.jsonl", data_dir / "valid.jsonl", tmp_path, base=base.replace(seed=1), trials=1, progress=False)
+
+
+def test_parallel_folds_need_cross_validation(data_dir, tmp_path):
+    with pytest.raises(JoyfulError, match="needs --cv"):
+        tune(data_dir / "train.jsonl", data_dir / "valid.jsonl", tmp_path, base=JoyfulConfig(), trials=1, jobs=2)

@@ -5,7 +5,9 @@ and away from everything else (catastrophic forgetting: classes absent from the
 corrections fade). So each epoch mixes the new dialogues with a replay sample of the
 original training dialogues, the learning rate is lowered, and the epoch kept is the one
 that gets the new labels most right among those whose validation weighted F1 stays within
-``tolerance`` of the original model's. Scores before and after are reported.
+``tolerance`` of the original model's. The original weights compete as epoch 0: when no
+epoch gets more new labels right within that tolerance, the original model is kept (and
+the report says so) rather than an epoch that forgot. Scores before and after are reported.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class AdaptationReport:
     valid_before: dict | None = None
     valid_after: dict | None = None
     best_epoch: int = 0
+    """0: no epoch beat the original model, which is kept unchanged."""
     history: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -52,6 +55,7 @@ class AdaptationReport:
             "valid_weighted_f1_before": wf1(self.valid_before),
             "valid_weighted_f1_after": wf1(self.valid_after),
             "best_epoch": self.best_epoch,
+            "kept_original": self.best_epoch == 0,
         }
 
 
@@ -126,9 +130,11 @@ def adapt(
             return valid_metrics["weighted_f1"] - 2.0  # below every acceptable epoch, still ordered
         return accuracy + 1e-3 * valid_metrics["weighted_f1"]
 
+    # The original model is within tolerance by definition: an epoch must beat it to be kept.
+    initial = report.new_accuracy_before + 1e-3 * report.valid_before["weighted_f1"] if enc_valid else None
     result = train(
         adapted.model, enc_new * replay_per_new + enc_replay, enc_valid, labels.labels,
-        progress=progress, selection=selection if enc_valid else None,
+        progress=progress, selection=selection if enc_valid else None, initial_score=initial,
     )
     adapted.model.config = clf.config  # the checkpoint keeps the model's own training config
     adapted.model.eval()

@@ -25,12 +25,14 @@ from joyful.config import JoyfulConfig
 from joyful.data.finetune_text import finetune_text_encoder
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
 from joyful.data.schema import MODALITY_NAMES, Dialogue, DialogueSet
-from joyful.data.text_encoder import TextEncoder, ensure_text_features
+from joyful.data.text_encoder import TextEncoder
+from joyful.data.text_features import ENCODER, ensure_text_features, text_feature_origin
 from joyful.errors import DataError, JoyfulError
 from joyful.explain import explain_dialogues
 from joyful.io.readers import read_dialogues
 from joyful.ensemble import EnsembleModel
 from joyful.model import JoyfulModel
+from joyful.nn.context_lr import ContextLogisticRegression, fit_context_lr
 from joyful.plots import plot_training_curves
 from joyful.seeding import seed_everything
 from joyful.tensorboard_log import TensorBoardLogger
@@ -67,7 +69,7 @@ class Joyful:
 
     def __init__(self, config: JoyfulConfig | None = None, **overrides: Any) -> None:
         self.config = (config or JoyfulConfig()).replace(**overrides) if overrides else (config or JoyfulConfig())
-        self.model: JoyfulModel | EnsembleModel | None = None
+        self.model: JoyfulModel | ContextLogisticRegression | EnsembleModel | None = None
         self.info: ModelInfo | None = None
         self.result: TrainResult | None = None
         self.text_encoder_dir: Path | None = None
@@ -89,17 +91,23 @@ class Joyful:
         self._encoder.show_progress = progress
         return self._encoder
 
-    def prepare(self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True) -> DialogueSet:
+    def prepare(
+        self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True, text_origin: str | None = None
+    ) -> DialogueSet:
         """Read, apply the label set's filtering, and add text features where only text is given.
 
         Text features are added to copies: the caller's dialogues keep the features they
         came with, so one set can be given to models with different text encoders.
+        ``text_origin`` is what kind of text vectors the model learnt from (default: as
+        recorded with the loaded model); see :mod:`joyful.data.text_features` for the rule.
         """
         names = integer_label_names(self.config.label_set)
         ds = label_set.apply(as_dialogue_set(data, role=role, int_label_names=names))
         ds = DialogueSet([dataclasses.replace(d, features=dict(d.features)) for d in ds], ds.source)
-        if "t" in self.config.modalities and any("t" not in d.features for d in ds):
-            ensure_text_features(ds, self._text_encoder(progress), context=self.config.text_context)
+        if "t" in self.config.modalities:
+            if text_origin is None:
+                text_origin = self.info.extra.get("text_features", ENCODER) if self.info is not None else ENCODER
+            ensure_text_features(ds, self._text_encoder(progress), context=self.config.text_context, origin=text_origin)
         return ds
 
     # ------------------------------------------------------------------ training
@@ -118,11 +126,18 @@ class Joyful:
         label_set = resolve_label_set(c.label_set, raw_train)
         if c.finetune_text_encoder and "t" in c.modalities:
             self._finetune_text_encoder(label_set.apply(raw_train), label_set, out_dir, progress)
-        train_set = self.prepare(raw_train, role="train", label_set=label_set, progress=progress)
+        # Which text vectors the model learns from, decided before any are added: its validation
+        # data, and every later input, may have texts encoded only if they were the encoder's.
+        text_origin = (
+            text_feature_origin(label_set.apply(raw_train), self._text_encoder(progress), c.text_context)
+            if "t" in c.modalities else None
+        )
+        train_set = self.prepare(raw_train, role="train", label_set=label_set, progress=progress, text_origin=ENCODER)
         if not train_set.labels_found():
             raise DataError(train_set.source, "no labelled utterance to train on", field="label")
         valid_set = (
-            self.prepare(valid_data, role="valid", label_set=label_set, progress=progress) if valid_data is not None else None
+            self.prepare(valid_data, role="valid", label_set=label_set, progress=progress, text_origin=text_origin)
+            if valid_data is not None else None
         )
         encoded_train = encode_dialogues(train_set, c.modality_order, label_set)
         widths = {m: int(encoded_train[0].features[m].shape[1]) for m in c.modality_order}
@@ -139,6 +154,7 @@ class Joyful:
             extra={
                 "seed": c.seed,
                 "text_encoder": c.text_encoder if "t" in c.modalities else None,
+                "text_features": text_origin,
                 "finetuned_text_encoder": FINETUNED_DIR if self.text_encoder_dir else None,
                 "data_hash": hashes,
                 "data_source": {"train": train_set.source, "valid": valid_set.source if valid_set else None},
@@ -173,11 +189,12 @@ class Joyful:
             for k in range(c.ensemble):  # members differ only in their seed
                 member_config = c.replace(seed=c.seed + k)
                 seed_everything(member_config.seed)
-                member = JoyfulModel(member_config, widths, len(label_set.labels), n_speakers)
+                member = build_model(member_config, widths, len(label_set.labels), n_speakers)
                 if not members:
                     self.model = member
                     self.info.extra["ensemble_members"] = 1
-                member_results.append(train(
+                fit = fit_context_lr if c.architecture == "context-lr" else train
+                member_results.append(fit(
                     member, encoded_train, encoded_valid, label_set.labels,
                     # later members are checkpointed once finished, as part of the ensemble
                     on_improvement=checkpoint if not members else None, on_epoch=after_epoch, progress=progress,
@@ -233,7 +250,7 @@ class Joyful:
         if info.extra.get("finetuned_text_encoder"):
             self.text_encoder_dir = Path(directory) / info.extra["finetuned_text_encoder"]
         members = [
-            JoyfulModel(info.config, info.widths, len(info.label_set.labels), info.n_speakers)
+            build_model(info.config, info.widths, len(info.label_set.labels), info.n_speakers)
             for _ in range(int(info.extra.get("ensemble_members", 1)))
         ]
         self.model = members[0] if len(members) == 1 else EnsembleModel(members)
@@ -335,6 +352,15 @@ class Joyful:
                     }
                 rows.append(row)
         return rows
+
+
+def build_model(
+    config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int
+) -> JoyfulModel | ContextLogisticRegression:
+    """The network ``config.architecture`` names (the graph models, or the logistic-regression baseline)."""
+    if config.architecture == "context-lr":
+        return ContextLogisticRegression(config, widths, n_classes, n_speakers)
+    return JoyfulModel(config, widths, n_classes, n_speakers)
 
 
 def extraction_settings(data: DataLike) -> dict | None:

@@ -266,6 +266,11 @@ def finetune(
         epochs=epochs, lr=lr, tolerance=tolerance, progress=not quiet,
     )
     save_adapted(adapted, model, out)
+    if valid is not None and report.best_epoch == 0:
+        typer.echo(
+            f"joyful: warning: no epoch got more new labels right while keeping validation weighted F1 within "
+            f"{tolerance} of the original model's; {out} holds the original model unchanged", err=True,
+        )
     typer.echo(json.dumps({"model": str(out), "replay": replay, "valid": valid, **report.summary()}))
 
 
@@ -288,30 +293,40 @@ def demo(
 def benchmark(
     config: Annotated[Path, typer.Option(help="Grid file (TOML or JSON): data, presets × modalities × ablations × seeds.")],
     out: Annotated[Optional[Path], typer.Option(help="Results directory (default: next to the grid file, named after it).")] = None,
+    jobs: Annotated[int, typer.Option(help="Runs (cell, fold, seed) trained at once in worker processes; 1 = one after the other in this process.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Run a grid of training runs; write mean ± std tables and significance tests. Reruns skip finished runs."""
     from joyful.benchmark.grid import run_grid
 
-    typer.echo(f"results in {run_grid(config, out, progress=not quiet)}")
+    typer.echo(f"results in {run_grid(config, out, progress=not quiet, jobs=jobs)}")
 
 
 @app.command()
 @_guard
 def tune(
     train: DataPath,
-    valid: Annotated[str, typer.Option(help="Validation data: the only data the search scores.")],
+    valid: Annotated[str, typer.Option(help="Validation data: the only data the search scores (with --cv: pooled with --train).")],
     out: Annotated[Path, typer.Option(help="Directory for the study (resumable), trials.json and best_config.json.")],
     trials: Annotated[int, typer.Option(help="Trials to run (added to those already in --out).")] = 20,
     preset: Annotated[str, typer.Option(help="Preset the search starts from.")] = "default",
     config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields applied after the preset (fixed during the search).")] = None,
+    cv: Annotated[Optional[str], typer.Option(help="Score trials by cross-validation on train + valid pooled: 'session' (leave one IEMOCAP session out) or a number of folds K.")] = None,
+    cv_valid_fraction: Annotated[Optional[float], typer.Option(help="With --cv: share of each fold's training dialogues used for early stopping (default 0.1).")] = None,
+    jobs: Annotated[int, typer.Option(help="With --cv: folds trained at once in worker processes.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Search learning rate, dropout, window, α, β, masking, τ, width, weight decay, class weights on validation (Optuna)."""
+    from joyful.benchmark.folds import parse_cv
     from joyful.benchmark.tune import tune as run_tune
+    from joyful.errors import JoyfulError
 
+    if cv is None and cv_valid_fraction is not None:
+        raise JoyfulError("--cv-valid-fraction applies only with --cv")
+    spec = parse_cv(cv, cv_valid_fraction)
     cfg = _base_config(preset, config)
-    typer.echo(json.dumps(run_tune(train, valid, out, base=cfg, trials=trials, progress=not quiet)))
+    result = run_tune(train, valid, out, base=cfg, trials=trials, progress=not quiet, cv=spec, jobs=jobs)
+    typer.echo(json.dumps(result))
 
 
 @app.command()

@@ -90,12 +90,13 @@ class JoyfulModel(nn.Module):
             h = feature_mask(h, c.feature_mask_ratio)
         if "EP" in augmentations:
             edge_index, edge_type = edge_perturbation(
-                edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.edge_perturb_ratio
+                edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.edge_perturb_ratio,
+                causal=c.causal,
             )
         if "GP" in augmentations:
             edge_index, edge_type = global_proximity(
                 edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.proximity_ratio,
-                order=c.katz_order, beta_scale=c.katz_beta, threshold=c.proximity_threshold,
+                order=c.katz_order, beta_scale=c.katz_beta, threshold=c.proximity_threshold, causal=c.causal,
             )
         return self.encoder(h, edge_index, edge_type)
 
@@ -105,7 +106,8 @@ class JoyfulModel(nn.Module):
         if not self.training and self.inference_edge_noise > 0:
             count = int(round(self.inference_edge_noise * edge_index.shape[1]))
             noise_index, noise_type = random_edges(
-                edge_index, batch.lengths, batch.speaker, self.n_speakers, count, self.inference_edge_generator
+                edge_index, batch.lengths, batch.speaker, self.n_speakers, count, self.inference_edge_generator,
+                causal=c.causal,
             )
             edge_index, edge_type = torch.cat([edge_index, noise_index], 1), torch.cat([edge_type, noise_type])
         return edge_index, edge_type

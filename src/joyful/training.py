@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from joyful.batching import IGNORE_INDEX, EncodedDialogue, iterate_batches
@@ -94,20 +95,29 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
     selection: Callable[[dict | None], float] | None = None,
+    initial_score: float | None = None,
 ) -> TrainResult:
     """Train in place and leave the best weights loaded.
 
     ``on_improvement`` is called after every epoch that beats the best selection score so
     far (validation weighted F1, or ``selection(valid_metrics)`` when given; every epoch
     without a validation set); the caller writes the checkpoint there, so an interrupted
-    run keeps its best model.
+    run keeps its best model. ``initial_score`` is the selection score of the weights as
+    given (fine-tuning a trained model): they count as epoch 0, and are restored if no
+    epoch beats them.
     """
     c = model.config
     generator = seed_everything(c.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     weight = class_weights(train_set, len(labels)) if c.class_weights else None
+    average = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema_decay), use_buffers=True) if c.ema_decay > 0 else None
+    )
     result = TrainResult(best_epoch=0, best_valid=None)
-    best_score, best_state, waited = -1.0, None, 0
+    best_score, best_state, waited = float("-inf"), None, 0
+    if initial_score is not None:
+        best_score = initial_score
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     n_batches = -(-len(train_set) // c.batch_size)
     epochs = tqdm(range(1, c.epochs + 1), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in epochs:
@@ -122,8 +132,11 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             losses["all"].backward()
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             for k in LOSS_PARTS:
                 sums[k] += float(losses[k].detach())
+        live = _swap_in(model, average)  # the averaged weights are what is validated and checkpointed
         valid = evaluate_encoded(model, valid_set, labels, c.batch_size) if valid_set else None
         record = EpochRecord(epoch, {k: v / n_batches for k, v in sums.items()}, valid, time.perf_counter() - start)
         result.history.append(record)
@@ -138,6 +151,8 @@ def train(
                 on_improvement(epoch, valid)
         else:
             waited += 1
+        if live is not None:
+            model.load_state_dict(live)
         epochs.set_postfix(loss=f"{record.losses['all']:.3f}", valid_wf1=f"{valid['weighted_f1']:.4f}" if valid else "-")
         if valid and waited >= c.patience:
             result.stopped_early = True
@@ -145,3 +160,12 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _swap_in(model: JoyfulModel, average: AveragedModel | None) -> dict | None:
+    """Load the moving average into ``model``; return the live weights to restore (``None``: no average)."""
+    if average is None:
+        return None
+    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(average.module.state_dict())
+    return live

@@ -2,7 +2,9 @@
 
 A grid file is TOML (or JSON with the same structure). Everything is checked and every
 cell's configuration is built before any training starts, so a typo in the last
-ablation fails at once instead of after hours of training.
+ablation fails at once instead of after hours of training. With ``cv`` (see
+:mod:`joyful.benchmark.folds`) the train and valid data are pooled and cross-validated,
+and a ``test`` entry is refused: it would never be scored.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from joyful.benchmark.folds import CVSpec, parse_cv
 from joyful.config import OFFICIAL_AUGMENTATION, PRESETS, JoyfulConfig
 from joyful.errors import JoyfulError
 from joyful.io.readers import parse_spec
 
 TOP_LEVEL_KEYS = frozenset(
-    {"data", "base", "presets", "modalities", "ablations", "seeds", "reference", "keep_models", "threads"}
+    {"data", "base", "presets", "modalities", "ablations", "seeds", "reference", "keep_models", "threads",
+     "cv", "cv_valid_fraction", "cv_seed"}
 )
 DATA_ROLES = ("train", "valid", "test")
 SYNTHETIC_KEYS = frozenset(
@@ -51,7 +55,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Either resolved paths per role (``test`` defaults to ``valid``) or parameters for generated data."""
+    """Either resolved paths per role (``test`` defaults to ``valid``; none with ``cv``) or parameters for generated data."""
 
     paths: dict[str, str]
     synthetic: dict[str, Any] | None
@@ -69,6 +73,8 @@ class Grid:
     keep_models: bool
     threads: int | None
     """PyTorch CPU threads while training (``None``: PyTorch's default); tiny models run fastest on one."""
+    cv: CVSpec | None = None
+    """Cross-validation on the pooled train + valid data (``None``: train, early-stop on valid, score test)."""
 
     def default_out_dir(self) -> Path:
         """``<grid>.results`` beside the grid file: named after it, never clashing with it."""
@@ -88,14 +94,16 @@ def load_grid(path: str | Path) -> Grid:
         raise fail(f"unknown key(s) {', '.join(unknown)}; a grid file has {', '.join(sorted(TOP_LEVEL_KEYS))}")
     try:
         cells = _cells(raw)
+        cv = parse_cv(raw.get("cv"), raw.get("cv_valid_fraction"), raw.get("cv_seed"))
         grid = Grid(
             path=path,
-            data=_data(raw.get("data"), path.parent),
+            data=_data(raw.get("data"), path.parent, cv is not None),
             cells=cells,
             seeds=_seeds(raw.get("seeds")),
             reference=_reference(raw.get("reference"), cells),
             keep_models=_boolean(raw.get("keep_models", False), "keep_models"),
             threads=_threads(raw.get("threads")),
+            cv=cv,
         )
     except JoyfulError as e:
         raise fail(str(e)) from None
@@ -205,19 +213,31 @@ def _reference(value: Any, cells: list[Cell]) -> str | None:
     return value
 
 
-def _data(table: Any, grid_dir: Path) -> DataSpec:
+CV_NO_TEST = (
+    "with 'cv' the folds are cut from train + valid and each is scored on its held-out part, so {what} would "
+    "never be used; remove it, or score a held-out test set with a grid without 'cv'"
+)
+
+
+def _data(table: Any, grid_dir: Path, cv: bool = False) -> DataSpec:
     if not isinstance(table, dict):
         raise JoyfulError("a [data] table is required: train/valid(/test) paths, or [data.synthetic]")
     if "synthetic" in table:
-        return DataSpec({}, _synthetic(table))
+        params = _synthetic(table)
+        if cv and "n_test" in params:
+            raise JoyfulError("[data.synthetic]: " + CV_NO_TEST.format(what="'n_test'"))
+        return DataSpec({}, params)
     unknown = sorted(set(table) - set(DATA_ROLES))
     if unknown:
         raise JoyfulError(f"[data]: unknown key(s) {', '.join(unknown)}; use train, valid, test or synthetic")
     for role in ("train", "valid"):
         if not isinstance(table.get(role), str):
             raise JoyfulError(f"[data]: {role!r} must be a path (relative to the grid file; '#split' allowed)")
+    if cv and "test" in table:
+        raise JoyfulError("[data]: " + CV_NO_TEST.format(what="a 'test' file"))
     paths = {role: _resolve(table[role], grid_dir, role) for role in DATA_ROLES if role in table}
-    paths.setdefault("test", paths["valid"])
+    if not cv:
+        paths.setdefault("test", paths["valid"])
     return DataSpec(paths, None)
 
 

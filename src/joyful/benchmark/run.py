@@ -1,10 +1,11 @@
-"""One (cell, seed) run of a grid: train, score the test data, record everything in ``result.json``.
+"""One (cell, seed) run of a grid, or (cell, fold, seed) with cross-validation: train, score, record in ``result.json``.
 
 ``result.json`` is written atomically and last, so its presence is the definition of a
 finished run: a resumed grid skips exactly the runs that have one. It holds what the
 tables and the significance tests need (metrics, the test labels and predictions for
 the paired bootstrap) and what makes the number traceable (full config, seed, data
-hashes, package version, wall time, best epoch).
+hashes, package version, wall time, best epoch). With cross-validation, the data are the
+fold's files and ``fold`` names the fold (``null`` without cross-validation).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ RESULT = "result.json"
 SCORES = ("accuracy", "weighted_f1", "macro_f1")
 
 
-def run_dir(out: Path, cell: Cell, seed: int) -> Path:
-    return out / "runs" / cell.name / f"seed-{seed}"
+def run_dir(out: Path, cell: Cell, seed: int, fold: int | None = None) -> Path:
+    """``runs/<cell>/seed-<s>``, or ``runs/<cell>/fold-<k>/seed-<s>`` with cross-validation."""
+    base = out / "runs" / cell.name
+    return (base if fold is None else base / f"fold-{fold}") / f"seed-{seed}"
 
 
 def run_one(
@@ -36,6 +39,7 @@ def run_one(
     *,
     keep_models: bool = False,
     progress: bool = True,
+    fold: int | None = None,
 ) -> dict[str, Any]:
     """Fit on train (early stopping on valid), evaluate on test, write and return the record."""
     from joyful.api import Joyful  # PyTorch: imported only when something is trained
@@ -52,6 +56,7 @@ def run_one(
     best = clf.result.best_valid or {}
     record = {
         "cell": cell.name,
+        "fold": fold,
         "seed": seed,
         "preset": cell.preset,
         "modalities": config.modalities,
@@ -83,7 +88,8 @@ def load_result(directory: Path) -> dict[str, Any]:
 
 
 def check_resumable(
-    record: dict[str, Any], cell: Cell, seed: int, inputs: dict[str, dict[str, str]], path: Path
+    record: dict[str, Any], cell: Cell, seed: int, inputs: dict[str, dict[str, str]], path: Path,
+    fold: int | None = None,
 ) -> None:
     """Refuse to reuse a finished run made with another config, edge noise or input data.
 
@@ -95,6 +101,8 @@ def check_resumable(
     changed = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
     if record.get("eval_edge_noise") != cell.eval_edge_noise:
         changed.append("eval_edge_noise")
+    if record.get("fold") != fold:
+        changed.append("fold")
     stored_inputs = record.get("inputs", {})
     changed += [
         f"{role} data" for role in inputs if stored_inputs.get(role, {}).get("sha256") != inputs[role]["sha256"]

@@ -6,6 +6,11 @@ the assumption checks the paper reports beside it (Shapiro–Wilk normality per 
 Levene equality of variances). A value that cannot be computed (too few seeds, zero
 variance) is ``None`` rather than NaN, so it prints and serialises as "missing".
 
+Paired over (fold, seed) (:func:`paired_compare_to_reference`, for cross-validation,
+where every cell is trained and scored on the same folds with the same seeds): the
+paired t-test and the Wilcoxon signed-rank test of the differences, each
+Benjamini–Hochberg corrected over the variants.
+
 Over utterances (:func:`paired_bootstrap`): both systems are scored on the same
 resampled test utterances, which tells whether one run beats another on this test set
 (it says nothing about seed-to-seed variation).
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +111,88 @@ def _benjamini_hochberg(pvalues: list[float | None], alpha: float) -> tuple[list
     return adjusted, reject
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """One variant against the reference over the pairs (e.g. (fold, seed)) both have; differences variant − reference."""
+
+    variant: str
+    n_pairs: int
+    mean_variant: float | None
+    mean_reference: float | None
+    mean_diff: float | None
+    t_statistic: float | None
+    p_t: float | None
+    p_t_adjusted: float | None
+    reject_t: bool | None
+    w_statistic: float | None
+    p_w: float | None
+    p_w_adjusted: float | None
+    reject_w: bool | None
+
+
+def paired_compare_to_reference(
+    scores: Mapping[str, Mapping[Hashable, float]], reference: str, alpha: float = 0.05
+) -> list[PairedComparison]:
+    """Every cell except ``reference`` against it, paired by key (e.g. ``(fold, seed)``), in the order given.
+
+    Paired t-test (:func:`scipy.stats.ttest_rel`, needs ≥ 2 pairs) and Wilcoxon
+    signed-rank test (:func:`scipy.stats.wilcoxon`, zero differences dropped, exact
+    distribution for small samples without ties); each set of p-values is
+    Benjamini–Hochberg corrected over the variants. When every difference is zero the
+    Wilcoxon test has nothing to rank and is reported as W = 0, p = 1 (no evidence of a
+    difference) rather than failing; a t-test that cannot be computed (constant
+    differences) is ``None``, as in :func:`compare_to_reference`.
+    """
+    if reference not in scores:
+        raise KeyError(f"reference {reference!r} is not among the scores ({', '.join(scores)})")
+    ref = scores[reference]
+    variants = [name for name in scores if name != reference]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tests = []
+        for name in variants:
+            keys = [k for k in ref if k in scores[name]]
+            a = np.asarray([scores[name][k] for k in keys], dtype=float)
+            b = np.asarray([ref[k] for k in keys], dtype=float)
+            tests.append((a, b, _paired_t(a, b), _wilcoxon(a - b)))
+        p_t_adj, reject_t = _benjamini_hochberg([t[2][1] for t in tests], alpha)
+        p_w_adj, reject_w = _benjamini_hochberg([t[3][1] for t in tests], alpha)
+    return [
+        PairedComparison(
+            variant=name,
+            n_pairs=len(a),
+            mean_variant=float(np.mean(a)) if len(a) else None,
+            mean_reference=float(np.mean(b)) if len(b) else None,
+            mean_diff=float(np.mean(a - b)) if len(a) else None,
+            t_statistic=t, p_t=p_t, p_t_adjusted=pta, reject_t=rt,
+            w_statistic=w, p_w=p_w, p_w_adjusted=pwa, reject_w=rw,
+        )
+        for name, (a, b, (t, p_t), (w, p_w)), pta, rt, pwa, rw
+        in zip(variants, tests, p_t_adj, reject_t, p_w_adj, reject_w, strict=True)
+    ]
+
+
+def _paired_t(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    if len(a) < 2:
+        return None, None
+    result = stats.ttest_rel(a, b)
+    p = _finite(result.pvalue)
+    return (_finite(result.statistic), p) if p is not None else (None, None)
+
+
+def _wilcoxon(diffs: np.ndarray) -> tuple[float | None, float | None]:
+    if len(diffs) == 0:
+        return None, None
+    if not np.any(diffs):
+        return 0.0, 1.0
+    try:
+        result = stats.wilcoxon(diffs)
+    except ValueError:
+        return None, None
+    p = _finite(result.pvalue)
+    return (_finite(result.statistic), p) if p is not None else (None, None)
+
+
 def _shapiro(x: np.ndarray) -> float | None:
     """Shapiro–Wilk needs at least three samples."""
     return _finite(stats.shapiro(x).pvalue) if len(x) >= 3 else None
@@ -192,4 +279,7 @@ def _batch_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, metric
     return (f1 * support).sum(1) / support.sum(1)
 
 
-__all__ = ["Comparison", "BootstrapResult", "compare_to_reference", "paired_bootstrap", "BOOTSTRAP_METRICS"]
+__all__ = [
+    "Comparison", "PairedComparison", "BootstrapResult", "compare_to_reference", "paired_compare_to_reference",
+    "paired_bootstrap", "BOOTSTRAP_METRICS",
+]

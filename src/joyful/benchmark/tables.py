@@ -2,6 +2,10 @@
 
 The standard deviation is the sample one (ddof = 1) over seeds, and is left empty for a
 single seed rather than shown as 0, which would suggest a stable result.
+
+With cross-validation the mean and std are over all (fold, seed) runs of a cell (so the
+std holds the spread between folds as well as between seeds), and
+``results_by_fold.csv``/``.md`` give each fold's mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from joyful.atomic import atomic_write_text
+from joyful.benchmark.folds import fold_label
 from joyful.benchmark.formats import markdown_table, percent, write_csv
 from joyful.benchmark.gridfile import Cell
 from joyful.benchmark.run import SCORES
@@ -21,13 +26,27 @@ from joyful.benchmark.run import SCORES
 SCORE_TITLES = {"accuracy": "accuracy", "weighted_f1": "weighted F1", "macro_f1": "macro F1"}
 
 
-def write_tables(records: Sequence[dict[str, Any]], cells: Sequence[Cell], out: Path) -> None:
-    """``records`` are the finished runs' ``result.json`` contents, any order."""
+def write_tables(
+    records: Sequence[dict[str, Any]], cells: Sequence[Cell], out: Path, *, held_out: dict[int, str | None] | None = None
+) -> None:
+    """``records`` are the finished runs' ``result.json`` contents, any order.
+
+    Records with a ``fold`` make cross-validation tables; ``held_out`` names each fold's
+    held-out session for the per-fold table.
+    """
     labels = _labels(records)
-    summaries = [_summary(cell, [r for r in records if r["cell"] == cell.name], labels) for cell in cells]
+    cv = is_cv(records)
+    summaries = [_summary(cell, [r for r in records if r["cell"] == cell.name], labels, cv) for cell in cells]
     write_csv(out / "results.csv", summaries)
-    _write_markdown(out / "results.md", summaries, labels)
-    write_csv(out / "runs.csv", [_run_row(r, labels) for r in sorted(records, key=_order(cells))])
+    _write_markdown(out / "results.md", summaries, labels, cv)
+    write_csv(out / "runs.csv", [_run_row(r, labels, cv) for r in sorted(records, key=_order(cells))])
+    if cv:
+        _write_fold_tables(records, cells, out, held_out or {})
+
+
+def is_cv(records: Sequence[dict[str, Any]]) -> bool:
+    """Cross-validation runs carry their fold; runs of grids without ``cv`` (or older ones) do not."""
+    return any(r.get("fold") is not None for r in records)
 
 
 def _labels(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -35,10 +54,10 @@ def _labels(records: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(label for r in records for label in r["metrics"]["per_class_f1"]))
 
 
-def _order(cells: Sequence[Cell]) -> Callable[[dict[str, Any]], tuple[int, int]]:
-    """Sort key for runs: grid order of the cell, then seed."""
+def _order(cells: Sequence[Cell]) -> Callable[[dict[str, Any]], tuple[int, int, int]]:
+    """Sort key for runs: grid order of the cell, then fold, then seed."""
     position = {c.name: i for i, c in enumerate(cells)}
-    return lambda r: (position[r["cell"]], r["seed"])
+    return lambda r: (position[r["cell"]], r.get("fold") or 0, r["seed"])
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -48,16 +67,20 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(np.mean(values)), std
 
 
-def _summary(cell: Cell, runs: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+def _summary(cell: Cell, runs: list[dict[str, Any]], labels: list[str], cv: bool = False) -> dict[str, Any]:
     row: dict[str, Any] = {
         "cell": cell.name,
         "preset": cell.preset,
         "modalities": cell.modalities or cell.fields.get("modalities", ""),
         "ablation": cell.ablation or "",
         "eval_edge_noise": cell.eval_edge_noise,
-        "n_seeds": len(runs),
-        "seeds": " ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"])),
     }
+    if cv:
+        seeds, folds = sorted({r["seed"] for r in runs}), sorted({r["fold"] for r in runs})
+        row |= {"n_runs": len(runs), "n_folds": len(folds), "n_seeds": len(seeds),
+                "folds": " ".join(map(str, folds)), "seeds": " ".join(map(str, seeds))}
+    else:
+        row |= {"n_seeds": len(runs), "seeds": " ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))}
     columns = {s: [r["metrics"][s] for r in runs] for s in SCORES}
     columns |= {
         f"f1_{label}": [r["metrics"]["per_class_f1"][label] for r in runs if label in r["metrics"]["per_class_f1"]]
@@ -68,20 +91,57 @@ def _summary(cell: Cell, runs: list[dict[str, Any]], labels: list[str]) -> dict[
     return row
 
 
-def _write_markdown(path: Path, summaries: list[dict[str, Any]], labels: list[str]) -> None:
-    columns = ["cell", "seeds", *SCORE_TITLES.values(), *(f"F1 {label}" for label in labels)]
+def _write_markdown(path: Path, summaries: list[dict[str, Any]], labels: list[str], cv: bool = False) -> None:
+    columns = ["cell", "runs" if cv else "seeds", *SCORE_TITLES.values(), *(f"F1 {label}" for label in labels)]
     rows = [
-        [s["cell"], str(s["n_seeds"])]
+        [s["cell"], str(s["n_runs" if cv else "n_seeds"])]
         + [percent(s[f"{name}_mean"], s[f"{name}_std"]) for name in [*SCORES, *(f"f1_{label}" for label in labels)]]
         for s in summaries
     ]
-    note = "Scores on the grid's test data (its validation data when it names no test) in percent, mean ± sample std over seeds.\n\n"
+    if cv:
+        shape = summaries[0] if summaries else {"n_folds": 0, "n_seeds": 0}
+        note = (f"Cross-validation: each run is scored on its fold's held-out dialogues, in percent; mean ± sample std "
+                f"over all {_count(shape['n_folds'], 'fold')} × {_count(shape['n_seeds'], 'seed')} (the std includes "
+                "the spread between folds). Per fold: results_by_fold.md.\n\n")
+    else:
+        note = "Scores on the grid's test data (its validation data when it names no test) in percent, mean ± sample std over seeds.\n\n"
     atomic_write_text(path, "# Results\n\n" + note + markdown_table(columns, rows))
 
 
-def _run_row(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
+def _write_fold_tables(
+    records: Sequence[dict[str, Any]], cells: Sequence[Cell], out: Path, held_out: dict[int, str | None]
+) -> None:
+    """``results_by_fold.csv`` (cell × fold: mean ± std over seeds) and a weighted-F1 cell × fold Markdown table."""
+    folds = sorted({r["fold"] for r in records})
+    rows = []
+    for cell in cells:
+        for fold in folds:
+            runs = sorted((r for r in records if r["cell"] == cell.name and r["fold"] == fold), key=lambda r: r["seed"])
+            row: dict[str, Any] = {"cell": cell.name, "fold": fold, "held_out": held_out.get(fold) or "",
+                                   "n_seeds": len(runs), "seeds": " ".join(str(r["seed"]) for r in runs),
+                                   "n_utterances": runs[0]["metrics"]["n_utterances"] if runs else None}
+            for name in SCORES:
+                row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r["metrics"][name] for r in runs])
+            rows.append(row)
+    write_csv(out / "results_by_fold.csv", rows)
+    by_key = {(r["cell"], r["fold"]): r for r in rows}
+    columns = ["cell", *(fold_label(f, held_out.get(f)) for f in folds)]
+    table = [
+        [cell.name, *(percent(by_key[cell.name, f]["weighted_f1_mean"], by_key[cell.name, f]["weighted_f1_std"])
+                      for f in folds)]
+        for cell in cells
+    ]
+    note = "Weighted F1 on each fold's held-out dialogues in percent, mean ± sample std over seeds.\n\n"
+    atomic_write_text(out / "results_by_fold.md", "# Results by fold\n\n" + note + markdown_table(columns, table))
+
+
+def _run_row(record: dict[str, Any], labels: list[str], cv: bool = False) -> dict[str, Any]:
     metrics = record["metrics"]
-    row: dict[str, Any] = {"cell": record["cell"], "seed": record["seed"]}
+    row: dict[str, Any] = {"cell": record["cell"], **({"fold": record.get("fold")} if cv else {}), "seed": record["seed"]}
     row |= {s: metrics[s] for s in SCORES}
     row |= {f"f1_{label}": metrics["per_class_f1"].get(label) for label in labels}
     row |= {
@@ -96,4 +156,4 @@ def _run_row(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     return row
 
 
-__all__ = ["write_tables"]
+__all__ = ["write_tables", "is_cv"]

@@ -7,22 +7,35 @@ search resumes where it stopped and a finished one can be extended with more tri
 Test data is never looked at: the best trial's config is written as a JSON file for
 ``joyful train --config``, and should then be confirmed over several seeds (the spread
 between seeds on IEMOCAP's 12 validation dialogues is about ±2 points).
+
+With ``cv`` (``"session"`` or K, see :mod:`joyful.benchmark.folds`) train and valid are
+pooled and each trial is scored by cross-validation instead: one model per fold, early
+stopped on a slice of that fold's training dialogues, scored on the fold's held-out
+dialogues; the trial's value is the mean weighted F1 over the folds (the CV estimate).
+The running mean is reported fold by fold, so the pruner can stop a trial after its
+first folds; ``jobs`` folds train at once in worker processes. The folds are written to
+``folds.json``/``folds.csv`` and the CV setting to ``cv.json``: resuming a study with
+another setting is refused, as for another base config.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from joyful.atomic import atomic_write_text
+from joyful.benchmark.folds import FOLDS_FILE, CVSpec, Fold, make_folds, pool, split, write_assignment
 from joyful.config import JoyfulConfig
 from joyful.data.labels import resolve_label_set
 from joyful.errors import JoyfulError
 from joyful.io.readers import read_dialogues
 
 STUDY_FILE = "study.sqlite"
+CV_FILE = "cv.json"
 
 
 def sample_changes(trial: Any) -> dict[str, Any]:
@@ -51,20 +64,27 @@ def tune(
     base: JoyfulConfig,
     trials: int,
     progress: bool = True,
+    cv: CVSpec | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run ``trials`` more trials (beyond those already in ``out``) and write ``best_config.json``."""
+    """Run ``trials`` more trials (beyond those already in ``out``) and write ``best_config.json``.
+
+    ``cv`` turns the objective into the cross-validated weighted F1 on the pooled train
+    + valid data; ``jobs`` (with ``cv``) trains that many folds at once.
+    """
     try:
         import optuna
     except ImportError:
         raise JoyfulError("hyperparameter search needs Optuna: pip install 'joyful[tune]'") from None
-    from joyful.api import Joyful
+    from joyful.api import Joyful, integer_label_names
 
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise JoyfulError(f"--jobs must be a positive integer, not {jobs!r}")
+    if jobs > 1 and cv is None:
+        raise JoyfulError("--jobs trains the folds of a cross-validated search in parallel; it needs --cv")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "base_config.json").exists():
-        base.to_json(out / "base_config.json")
-    elif JoyfulConfig.from_json(out / "base_config.json") != base:
-        raise JoyfulError(f"{out}: holds a study of another base config; use a new --out")
+    _check_study_setting(out, base, cv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name="joyful",
@@ -72,37 +92,192 @@ def tune(
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=base.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
+        # with cv the steps are folds: a trial is compared with the others from its second fold on
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10 if cv is None else 1),
     )
     # texts are encoded once here, not in every trial
     prep = Joyful(base)
-    labels = resolve_label_set(base.label_set, read_dialogues(str(train), role="train"))
-    train_set = prep.prepare(str(train), role="train", label_set=labels, progress=progress)
-    valid_set = prep.prepare(str(valid), role="valid", label_set=labels, progress=progress)
+    names = integer_label_names(base.label_set)
+    raw_train = read_dialogues(str(train), role="train", int_label_names=names)
+    labels = resolve_label_set(base.label_set, raw_train)
+    if cv is None:
+        train_set = prep.prepare(raw_train, role="train", label_set=labels, progress=progress)
+        valid_set = prep.prepare(str(valid), role="valid", label_set=labels, progress=progress)
 
+        def objective(trial: Any) -> float:
+            cfg = base.replace(**sample_changes(trial))
+
+            def report(record) -> None:
+                trial.report(record.valid["weighted_f1"], record.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            clf = Joyful(cfg).fit(train_set, valid_set, progress=False, on_epoch=report)
+            trial.set_user_attr("best_epoch", clf.result.best_epoch)
+            return clf.result.best_valid["weighted_f1"]
+
+        study.optimize(objective, n_trials=trials, show_progress_bar=progress)
+    else:
+        raw_valid = read_dialogues(str(valid), role="valid", int_label_names=names)
+        pooled = pool(raw_train, raw_valid)
+        folds = make_folds([d.id for d in pooled], cv)
+        _check_same_folds(out, folds)
+        origin = {d.id: "train" for d in raw_train} | {d.id: "valid" for d in raw_valid}
+        write_assignment(folds, out, {**cv.to_dict(), "scheme": cv.describe()}, origin)
+        prepared = prep.prepare(pooled, role="train", label_set=labels, progress=progress)
+        parts = [split(prepared, fold) for fold in folds]
+        with _FoldRunner(parts, jobs) as runner:
+            study.optimize(_cv_objective(base, runner, optuna), n_trials=trials, show_progress_bar=progress)
+    return _write_outcome(study, base, out, cv, optuna)
+
+
+def _check_study_setting(out: Path, base: JoyfulConfig, cv: CVSpec | None) -> None:
+    """A study continues only with the base config and CV setting it was started with."""
+    if not (out / "base_config.json").exists():
+        base.to_json(out / "base_config.json")
+        atomic_write_text(out / CV_FILE, json.dumps(_cv_setting(cv), indent=1) + "\n")
+        return
+    if JoyfulConfig.from_json(out / "base_config.json") != base:
+        raise JoyfulError(f"{out}: holds a study of another base config; use a new --out")
+    try:  # a study from before cv.json existed was a plain validation search
+        stored = json.loads((out / CV_FILE).read_text()) if (out / CV_FILE).exists() else _cv_setting(None)
+    except (OSError, json.JSONDecodeError) as e:
+        raise JoyfulError(f"{out / CV_FILE}: cannot read the study's cross-validation setting ({e})") from None
+    if stored != _cv_setting(cv):
+        def show(s: dict[str, Any]) -> str:
+            return "no cross-validation" if s.get("cv") is None else ", ".join(f"{k} = {v}" for k, v in s.items())
+
+        raise JoyfulError(f"{out}: holds a study made with {show(stored)}, not {show(_cv_setting(cv))}; "
+                          "use a new --out")
+
+
+def _check_same_folds(out: Path, folds: list[Fold]) -> None:
+    """A resumed cross-validated study must score its new trials on the folds of its old ones."""
+    try:
+        stored = json.loads((out / FOLDS_FILE).read_text())["folds"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return
+    if stored != [f.to_dict() for f in folds]:
+        raise JoyfulError(f"{out / FOLDS_FILE}: the study's earlier trials were scored on other folds (has the data "
+                          "changed?); use a new --out")
+
+
+def _cv_setting(cv: CVSpec | None) -> dict[str, Any]:
+    return {"cv": None} if cv is None else cv.to_dict()
+
+
+def _cv_objective(base: JoyfulConfig, runner: _FoldRunner, optuna: Any):
     def objective(trial: Any) -> float:
-        cfg = base.replace(**sample_changes(trial))
+        fields = base.replace(**sample_changes(trial)).to_dict()
+        values: list[float] = []
+        epochs: list[int] = []
 
-        def report(record) -> None:
-            trial.report(record.valid["weighted_f1"], record.epoch)
-            if trial.should_prune():
+        def record(result: dict[str, Any]) -> None:
+            values.append(result["test_weighted_f1"])
+            epochs.append(result["best_epoch"])
+            trial.set_user_attr("fold_weighted_f1", list(values))
+            trial.set_user_attr("fold_best_epoch", list(epochs))
+            trial.report(sum(values) / len(values), len(values))
+
+        for result in runner.run(fields):  # in fold order
+            record(result)
+            if runner.sequential and trial.should_prune():
                 raise optuna.TrialPruned()
+        return sum(values) / len(values)
 
-        clf = Joyful(cfg).fit(train_set, valid_set, progress=False, on_epoch=report)
-        trial.set_user_attr("best_epoch", clf.result.best_epoch)
-        return clf.result.best_valid["weighted_f1"]
+    return objective
 
-    study.optimize(objective, n_trials=trials, show_progress_bar=progress)
+
+class _FoldRunner:
+    """Trains one config on every fold: here one fold after the other, or in ``jobs`` worker processes."""
+
+    def __init__(self, parts: list[dict[str, Any]], jobs: int) -> None:
+        self.parts = parts
+        self.sequential = jobs == 1
+        self.executor: ProcessPoolExecutor | None = None
+        if not self.sequential:
+            self.executor = ProcessPoolExecutor(
+                max_workers=min(jobs, len(parts)), mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init, initargs=(parts,),
+            )
+
+    def run(self, fields: dict[str, Any]):
+        """Per fold, in fold order: ``{"test_weighted_f1", "best_epoch", "best_valid_weighted_f1"}``."""
+        if self.executor is None:
+            for part in self.parts:
+                yield _fit_fold(fields, part)
+            return
+        futures = [self.executor.submit(_worker_fit, fields, k) for k in range(len(self.parts))]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def __enter__(self) -> _FoldRunner:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        if self.executor is None:
+            return
+        if error is None:
+            self.executor.shutdown(wait=True)
+        else:  # interrupted or failed: stop the workers now
+            from joyful.benchmark.grid import stop_workers
+
+            stop_workers(self.executor)
+        self.executor = None
+
+
+_WORKER_PARTS: list[dict[str, Any]] = []
+
+
+def _worker_init(parts: list[dict[str, Any]]) -> None:
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    _WORKER_PARTS[:] = parts
+
+
+def _worker_fit(fields: dict[str, Any], k: int) -> dict[str, Any]:
+    try:
+        return _fit_fold(fields, _WORKER_PARTS[k])
+    except JoyfulError as e:
+        raise JoyfulError(str(e)) from None  # a plain JoyfulError always pickles back to the parent
+
+
+def _fit_fold(fields: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Train on the fold's training part, early-stop on its slice, score its held-out part."""
+    from joyful.api import Joyful
+
+    clf = Joyful(JoyfulConfig.from_dict(fields)).fit(part["train"], part["valid"], progress=False)
+    test = clf.evaluate(part["test"])
+    return {"test_weighted_f1": test["weighted_f1"], "best_epoch": clf.result.best_epoch,
+            "best_valid_weighted_f1": (clf.result.best_valid or {}).get("weighted_f1")}
+
+
+def _write_outcome(study: Any, base: JoyfulConfig, out: Path, cv: CVSpec | None, optuna: Any) -> dict[str, Any]:
     best = study.best_trial
     best_cfg = base.replace(**sample_changes(optuna.trial.FixedTrial(best.params)))
     best_cfg.to_json(out / "best_config.json")
-    rows = [
-        {"trial": t.number, "state": t.state.name, "valid_weighted_f1": t.value, **t.params}
-        for t in study.trials
-    ]
+    score = "valid_weighted_f1" if cv is None else "cv_weighted_f1"
+    rows = []
+    for t in study.trials:
+        row = {"trial": t.number, "state": t.state.name, score: t.value}
+        if cv is not None:
+            row |= {"fold_weighted_f1": t.user_attrs.get("fold_weighted_f1"),
+                    "fold_best_epoch": t.user_attrs.get("fold_best_epoch")}
+        rows.append(row | t.params)
     atomic_write_text(out / "trials.json", json.dumps(rows, indent=1) + "\n")
-    return {"best_valid_weighted_f1": best.value, "best_trial": best.number, "trials": len(study.trials),
-            "best_config": str(out / "best_config.json"), "params": best.params}
+    summary = {f"best_{score}": best.value, "best_trial": best.number, "trials": len(study.trials),
+               "best_config": str(out / "best_config.json"), "params": best.params}
+    if cv is not None:
+        summary |= {"cv": cv.scheme, "fold_weighted_f1": best.user_attrs.get("fold_weighted_f1")}
+    return summary
 
 
 __all__ = ["sample_changes", "tune"]

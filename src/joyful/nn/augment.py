@@ -1,7 +1,10 @@
 """The three graph augmentations of paper C2: feature masking, edge perturbation, global proximity.
 
 Each works on a whole mini-batch (PyG-style: nodes of all dialogues numbered in one
-range) and never creates an edge between two dialogues.
+range) and never creates an edge between two dialogues. With ``causal`` (a model that
+only ever sees the past), every edge they add goes from an utterance to the same or a
+later one, so training never shows the classifier or the contrastive loss a context
+the model cannot have at inference.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ def _typed(src: Tensor, dst: Tensor, speaker: Tensor, position: Tensor, n_speake
 
 def random_edges(
     edge_index: Tensor, lengths: Tensor, speaker: Tensor, n_speakers: int, count: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, *, causal: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """``count`` random typed edges, each between two utterances of one dialogue.
 
     A dialogue receives new edges in proportion to the edges it has (the host dialogue is
     that of a randomly drawn existing edge); the two ends are uniform within it, so a new
-    edge may be intra- or inter-speaker.
+    edge may be intra- or inter-speaker. ``causal`` orients each edge from the earlier
+    end to the later one (an unordered pair drawn uniformly, pointing forward in time).
     """
     batch, position = node_positions(lengths)
     starts = torch.cumsum(lengths, 0) - lengths
@@ -42,6 +46,8 @@ def random_edges(
     span = lengths[host].to(torch.float)
     src = starts[host] + (torch.rand(count, generator=generator, device=device) * span).long()
     dst = starts[host] + (torch.rand(count, generator=generator, device=device) * span).long()
+    if causal:  # both ends lie in one dialogue, so the smaller node number is the earlier utterance
+        src, dst = torch.minimum(src, dst), torch.maximum(src, dst)
     return torch.stack([src, dst]), _typed(src, dst, speaker, position, n_speakers)
 
 
@@ -53,14 +59,16 @@ def edge_perturbation(
     n_speakers: int,
     ratio: float,
     generator: torch.Generator | None = None,
+    *,
+    causal: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """EP: drop ``ratio`` of the edges and add as many :func:`random_edges`."""
+    """EP: drop ``ratio`` of the edges and add as many :func:`random_edges` (forward in time if ``causal``)."""
     n_edges = edge_index.shape[1]
     n_change = int(round(ratio * n_edges))
     if n_change == 0:
         return edge_index, edge_type
     keep = torch.randperm(n_edges, generator=generator, device=edge_index.device)[n_change:]
-    new_index, new_type = random_edges(edge_index, lengths, speaker, n_speakers, n_change, generator)
+    new_index, new_type = random_edges(edge_index, lengths, speaker, n_speakers, n_change, generator, causal=causal)
     return torch.cat([edge_index[:, keep], new_index], dim=1), torch.cat([edge_type[keep], new_type])
 
 
@@ -76,6 +84,7 @@ def global_proximity(
     beta_scale: float,
     threshold: float,
     generator: torch.Generator | None = None,
+    causal: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """GP: add ``ratio``·E edges between non-adjacent utterances of high Katz proximity.
 
@@ -83,19 +92,26 @@ def global_proximity(
     (see :func:`normalise_candidates`) reaches ``threshold``; the new edges are drawn
     uniformly among them. With a fully connected graph there is no candidate and the view
     is unchanged.
+
+    ``causal``: proximity follows edge direction (Katz over directed paths, which in a
+    past-only graph never pass through a later utterance) and a new edge only joins an
+    utterance to a later one; otherwise direction is ignored.
     """
     n_add = int(round(ratio * edge_index.shape[1]))
     if n_add == 0:
         return edge_index, edge_type
     batch, position = node_positions(lengths)
     b, m = lengths.numel(), int(lengths.max())
-    adjacency = torch.zeros(b, m, m, device=edge_index.device)
+    adjacency = torch.zeros(b, m, m, device=edge_index.device)  # [dialogue, target, source]
     src, dst = edge_index
-    adjacency[batch[src], position[src], position[dst]] = 1.0
-    adjacency = torch.maximum(adjacency, adjacency.transpose(1, 2))  # proximity ignores direction
+    adjacency[batch[dst], position[dst], position[src]] = 1.0
+    if causal:  # only sources before the target
+        allowed = torch.ones(m, m, dtype=torch.bool, device=lengths.device).tril(-1)
+    else:  # proximity ignores direction
+        adjacency = torch.maximum(adjacency, adjacency.transpose(1, 2))
+        allowed = ~torch.eye(m, dtype=torch.bool, device=lengths.device)
     inside = torch.arange(m, device=lengths.device)[None, :] < lengths[:, None]
-    candidate = inside[:, :, None] & inside[:, None, :] & (adjacency == 0)
-    candidate &= ~torch.eye(m, dtype=torch.bool, device=lengths.device)[None]
+    candidate = inside[:, :, None] & inside[:, None, :] & (adjacency == 0) & allowed[None]
     scores = normalise_candidates(katz_index(adjacency, order, beta_scale), candidate)
     chosen = (scores >= threshold).nonzero()  # (K, 3): dialogue, target position, source position
     if chosen.shape[0] == 0:

@@ -41,6 +41,7 @@ from joyful.corrections import CorrectionStore
 from joyful.data.context_text import contextual_texts
 from joyful.data.schema import Dialogue, DialogueSet, feature_field, missing_matrix, missing_rows
 from joyful.data.text_encoder import TextEncoder
+from joyful.data.text_features import ENCODER, ensure_text_features
 from joyful.errors import DataError, JoyfulError
 from joyful.io.jsonl import dialogue_from_record
 from joyful.service import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_STORE
@@ -163,25 +164,45 @@ class Predictor:
                 )
         return d
 
-    def needs_text_encoding(self, d: Dialogue) -> bool:
-        return self.text_encoder is not None and "t" not in d.features and d.texts is not None
+    @property
+    def text_origin(self) -> str:
+        """What text vectors the model learnt from (see :mod:`joyful.data.text_features`)."""
+        return self.info.extra.get("text_features") or ENCODER
+
+    def encoder(self) -> TextEncoder:
+        """The text encoder, loaded on first use; call with ``_lock`` held."""
+        if self._encoder is None:
+            self._encoder = TextEncoder(self.text_encoder, show_progress=False, persistent_cache=False)
+        return self._encoder
+
+    def add_text_features(self, d: Dialogue) -> None:
+        """Encode the texts of a whole dialogue that come without vectors, by the rule files follow."""
+        if self.text_encoder is not None:
+            with self._lock:
+                ensure_text_features(
+                    DialogueSet([d], SOURCE), self.encoder(), self.clf.config.text_context, origin=self.text_origin
+                )
 
     def encode_texts(self, d: Dialogue, rows: Sequence[int]) -> None:
         """Put the text vectors of utterances ``rows`` into ``d.features["t"]`` (NaN where nothing was said).
 
         Each text is encoded with its previous turns when the model was trained so
-        (``text_context``), as :func:`joyful.data.text_encoder.ensure_text_features` does.
+        (``text_context``), as :func:`joyful.data.text_features.ensure_text_features` does.
         """
         if "t" not in d.features:
             d.features["t"] = missing_matrix(len(d), self.widths["t"])
         said = [i for i in rows if d.texts[i].strip()]
         if not said:
             return
+        if self.text_origin != ENCODER:
+            raise DataError(
+                SOURCE, "has text but no text_features, and this model was trained on text_features that are not "
+                "its text encoder's, so it cannot encode texts; send text_features", dialogue=d.id,
+                field="text_features", index=said[0],
+            )
         strings = contextual_texts(d, self.clf.config.text_context)
         with self._lock:
-            if self._encoder is None:
-                self._encoder = TextEncoder(self.text_encoder, show_progress=False, persistent_cache=False)
-            d.features["t"][said] = self._encoder.encode([strings[i] for i in said])
+            d.features["t"][said] = self.encoder().encode([strings[i] for i in said])
 
     def predict(self, d: Dialogue, *, explain: bool) -> list[dict]:
         """The model's rows for every utterance of ``d`` (see :meth:`Joyful.predict`)."""
@@ -265,8 +286,7 @@ def create_app(
         d.validate(SOURCE)
         if store_dialogue and sessions.has_dialogue(d.id):
             raise Conflict(f"dialogue {d.id!r} has a live session; send it under another id")
-        if predictor.needs_text_encoding(d):
-            predictor.encode_texts(d, range(len(d)))
+        predictor.add_text_features(d)
         rows = predictor.predict(d, explain=explain)
         if store_dialogue:
             store.save_dialogue(d, keep_text=keep_text)
@@ -308,11 +328,12 @@ def create_app(
             n = len(session)
             utterance = _parse_utterance(body, session, n, predictor)
             candidate = session.extended(utterance, predictor.widths)
-            if predictor.text_encoder is not None and "t" not in utterance.features:
+            text_vectors = _text_vectors_from(utterance, session, n, predictor)
+            if text_vectors == "service":
                 predictor.encode_texts(candidate, [n])
             row = predictor.predict(dataclasses.replace(candidate, labels=None), explain=explain)[-1]
             store.save_dialogue(candidate, keep_text=keep_text)
-            session.commit(candidate, row)
+            session.commit(candidate, row, text_vectors)
             return {**_prediction(row), "session": session.id, "dialogue": candidate.id}
 
     # ------------------------------------------------------------------ corrections and deletion
@@ -371,6 +392,31 @@ def _parse_utterance(body: UtteranceIn, session: Session, n: int, predictor: Pre
             dialogue=did, field="label", index=n,
         )
     return u
+
+
+def _text_vectors_from(utterance: Dialogue, session: Session, n: int, predictor: Predictor) -> str | None:
+    """Who gives utterance ``n`` its text vector: ``"client"``, ``"service"`` (its text is encoded) or nobody.
+
+    A session takes text vectors from the client for every utterance or for none: a
+    streamed utterance cannot be checked against the encoder the way a whole file is (see
+    :mod:`joyful.data.text_features`), and two encoders' vectors must not meet in one graph.
+    """
+    if predictor.text_encoder is None:
+        return None
+    if "t" in utterance.features:
+        source = "client"
+    elif utterance.texts and utterance.texts[0].strip():
+        source = "service"
+    else:
+        return None
+    if session.text_vectors not in (None, source):
+        earlier = "came with text_features" if session.text_vectors == "client" else "sent text without text_features"
+        raise DataError(
+            SOURCE, f"{'brings' if source == 'client' else 'lacks'} text_features, but earlier utterances of this "
+            f"session {earlier}; send text_features with every utterance of a session, or with none",
+            dialogue=session.dialogue.id, field="text_features", index=n,
+        )
+    return source
 
 
 def _prediction(row: dict) -> dict:

@@ -52,6 +52,8 @@ class Session:
     closed: bool = False
     """Set once the session is ended or deleted: a request that was waiting for the lock must not revive it."""
     last_used: float = 0.0
+    text_vectors: str | None = None
+    """Who gives the utterances their text vectors, fixed by the first that has one: "client" or "service"."""
 
     def __len__(self) -> int:
         return len(self.dialogue)
@@ -77,9 +79,10 @@ class Session:
             labels=labels if any(lab is not None for lab in labels) else None,
         )
 
-    def commit(self, dialogue: Dialogue, prediction: dict) -> None:
+    def commit(self, dialogue: Dialogue, prediction: dict, text_vectors: str | None = None) -> None:
         """Adopt ``dialogue`` (from :meth:`extended`) and the prediction for its last utterance."""
         self.dialogue = dialogue
+        self.text_vectors = self.text_vectors or text_vectors
         self.predictions.append(prediction)
 
 
