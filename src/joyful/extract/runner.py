@@ -403,8 +403,14 @@ class _Workers:
         items = list(items)
         keys = items if keys is None else list(keys)
         if self.workers == 1 or len(items) <= 1:
+            # One BLAS/OpenMP thread, as in a worker: a reduction split over another number of
+            # threads rounds differently, and a resumed run mixes results of both kinds.
+            from threadpoolctl import threadpool_limits
+
             for key, item in zip(keys, items, strict=True):
-                yield key, _outcome(fn, item)
+                with threadpool_limits(1):
+                    outcome = _outcome(fn, item)
+                yield key, outcome
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
