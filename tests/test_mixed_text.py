@@ -217,3 +217,11 @@ def test_service_predict_and_sessions_follow_the_rule(text_model, cache_dir):
         assert c.post(f"/sessions/{session}/utterances?explain=false", json=first).status_code == 200
         r = c.post(f"/sessions/{session}/utterances?explain=false", json={"speaker": "B", "text": dialogue.texts[1]})
         assert r.status_code == 422 and "utterance 1" in r.text and "text_features" in r.text
+
+
+def test_a_text_that_is_not_a_string_is_a_data_error(cache_dir):
+    d = Dialogue("odd", ["A", "B"], texts=["fine", 42], labels=["hap", "sad"])
+    cfg = JoyfulConfig(**{**TINY, "epochs": 1, "modalities": "t", "label_set": "auto"})
+    with pytest.raises(DataError, match="text is not a string") as e:
+        Joyful(cfg).fit([d], progress=False)
+    assert (e.value.dialogue, e.value.index, e.value.field) == ("odd", 1, "text")

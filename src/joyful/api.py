@@ -124,13 +124,13 @@ class Joyful:
         names = integer_label_names(c.label_set)
         raw_train = as_dialogue_set(train_data, role="train", int_label_names=names)
         label_set = resolve_label_set(c.label_set, raw_train)
+        labelled = label_set.apply(raw_train)
         if c.finetune_text_encoder and "t" in c.modalities:
-            self._finetune_text_encoder(label_set.apply(raw_train), label_set, out_dir, progress)
+            self._finetune_text_encoder(labelled, label_set, out_dir, progress)
         # Which text vectors the model learns from, decided before any are added: its validation
         # data, and every later input, may have texts encoded only if they were the encoder's.
         text_origin = (
-            text_feature_origin(label_set.apply(raw_train), self._text_encoder(progress), c.text_context)
-            if "t" in c.modalities else None
+            text_feature_origin(labelled, self._text_encoder(progress), c.text_context) if "t" in c.modalities else None
         )
         train_set = self.prepare(raw_train, role="train", label_set=label_set, progress=progress, text_origin=ENCODER)
         if not train_set.labels_found():

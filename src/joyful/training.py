@@ -117,7 +117,7 @@ def train(
     best_score, best_state, waited = float("-inf"), None, 0
     if initial_score is not None:
         best_score = initial_score
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        best_state = _snapshot(model)
     n_batches = -(-len(train_set) // c.batch_size)
     epochs = tqdm(range(1, c.epochs + 1), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in epochs:
@@ -145,7 +145,7 @@ def train(
         score = (selection(valid) if selection else valid["weighted_f1"]) if valid else float(epoch)
         if score > best_score:
             best_score, waited = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = _snapshot(model)
             result.best_epoch, result.best_valid = epoch, valid
             if on_improvement:
                 on_improvement(epoch, valid)
@@ -162,10 +162,15 @@ def train(
     return result
 
 
+def _snapshot(model: JoyfulModel) -> dict:
+    """A copy of the weights and buffers that later steps do not change."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def _swap_in(model: JoyfulModel, average: AveragedModel | None) -> dict | None:
     """Load the moving average into ``model``; return the live weights to restore (``None``: no average)."""
     if average is None:
         return None
-    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    live = _snapshot(model)
     model.load_state_dict(average.module.state_dict())
     return live

@@ -46,8 +46,12 @@ class Dialogue:
         for i, s in enumerate(self.speakers):
             if s is None or (isinstance(s, str) and not s.strip()):
                 raise DataError(source, "speaker is missing", dialogue=self.id, field="speaker", index=i)
-        if self.texts is not None and len(self.texts) != n:
-            raise DataError(source, f"{len(self.texts)} texts for {n} utterances", dialogue=self.id, field="text")
+        if self.texts is not None:
+            if len(self.texts) != n:
+                raise DataError(source, f"{len(self.texts)} texts for {n} utterances", dialogue=self.id, field="text")
+            for i, text in enumerate(self.texts):
+                if not isinstance(text, str):
+                    raise DataError(source, "text is not a string", dialogue=self.id, field="text", index=i)
         if self.labels is not None and len(self.labels) != n:
             raise DataError(source, f"{len(self.labels)} labels for {n} utterances", dialogue=self.id, field="label")
         for m, x in self.features.items():
