@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,12 +156,7 @@ def save_adapted(adapted: Joyful, source_dir: str | os.PathLike, out_dir: str | 
     out = Path(out_dir)
     if Path(source_dir).resolve() == out.resolve():
         raise JoyfulError(f"{out}: write the adapted model to a new directory, not over the original")
-    if adapted.text_encoder_dir is not None:
-        target = out / adapted.text_encoder_dir.name
-        if not target.exists():
-            shutil.copytree(adapted.text_encoder_dir, target)
-        adapted.text_encoder_dir = target
-    adapted.save(out)
+    adapted.save(out)  # a fine-tuned text encoder travels with the weights
 
 
 def stored_corrections(path: str | os.PathLike) -> DialogueSet:

@@ -12,21 +12,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from joyful.atomic import atomic_write_csv, atomic_write_text
+from joyful import distributed
+from joyful.atomic import atomic_copy_tree, atomic_write_csv, atomic_write_text
 from joyful.batching import encode_dialogues, iterate_batches
 from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from joyful.config import JoyfulConfig
-from joyful.data.finetune_text import finetune_text_encoder
+from joyful.data.finetune_text import cross_fitted_text_features, finetune_text_encoder
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
 from joyful.data.schema import MODALITY_NAMES, Dialogue, DialogueSet
 from joyful.data.text_encoder import TextEncoder
-from joyful.data.text_features import ENCODER, ensure_text_features, text_feature_origin
+from joyful.device import check_precision, resolve_device
+from joyful.data.text_features import ENCODER, ensure_text_features, has_supplied_vectors, text_feature_origin
 from joyful.errors import DataError, JoyfulError
 from joyful.explain import explain_dialogues
 from joyful.io.readers import read_dialogues
@@ -39,6 +42,7 @@ from joyful.tensorboard_log import TensorBoardLogger
 from joyful.training import EpochRecord, TrainResult, evaluate_encoded, predict_probabilities, train
 
 FINETUNED_DIR = "text-encoder"
+CROSS_FIT_DIR = ".cross-fitting"
 DataLike = str | os.PathLike | DialogueSet | Sequence[Dialogue]
 
 
@@ -77,6 +81,7 @@ class Joyful:
         self.text_cache: bool = True
         """Keep text embeddings in the on-disk cache; a service holding personal data turns this off."""
         self._encoder: TextEncoder | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> Joyful:
@@ -87,9 +92,13 @@ class Joyful:
         """The text encoder, loaded once per estimator (a service encodes on every request)."""
         name = str(self.text_encoder_dir or self.config.text_encoder)
         if self._encoder is None or self._encoder.name != name:
-            self._encoder = TextEncoder(name, persistent_cache=self.text_cache)
+            self._encoder = TextEncoder(name, persistent_cache=self.text_cache, device=self._encoder_device())
         self._encoder.show_progress = progress
         return self._encoder
+
+    def _encoder_device(self) -> str:
+        """The text encoder runs where the model does (``context-lr`` included: encoding is the costly part)."""
+        return str(resolve_device(self.config.device))
 
     def prepare(
         self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True, text_origin: str | None = None
@@ -121,11 +130,21 @@ class Joyful:
         on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> Joyful:
         c = self.config
+        device = self.device  # an unavailable device fails here, before any work
+        ranks = distributed.current()
+        if ranks is not None:
+            if c.architecture == "context-lr" or (c.finetune_text_encoder and "t" in c.modalities):
+                raise JoyfulError(
+                    "context-lr and --finetune-text-encoder train in one process; run them without torchrun"
+                )
+            if not ranks.is_main:
+                out_dir = None  # rank 0 writes the checkpoint, history and plots
         names = integer_label_names(c.label_set)
         raw_train = as_dialogue_set(train_data, role="train", int_label_names=names)
         label_set = resolve_label_set(c.label_set, raw_train)
         labelled = label_set.apply(raw_train)
-        if c.finetune_text_encoder and "t" in c.modalities:
+        tune_text = c.finetune_text_encoder and "t" in c.modalities
+        if tune_text:
             self._finetune_text_encoder(labelled, label_set, out_dir, progress)
         # Which text vectors the model learns from, decided before any are added: its validation
         # data, and every later input, may have texts encoded only if they were the encoder's.
@@ -135,6 +154,12 @@ class Joyful:
         train_set = self.prepare(raw_train, role="train", label_set=label_set, progress=progress, text_origin=ENCODER)
         if not train_set.labels_found():
             raise DataError(train_set.source, "no labelled utterance to train on", field="label")
+        if tune_text:
+            cross_fitted_text_features(
+                train_set, label_set, c.text_encoder, self.text_encoder_dir.parent / CROSS_FIT_DIR, folds=c.finetune_folds,
+                context=c.text_context, epochs=c.finetune_epochs, lr=c.finetune_lr, batch_size=c.finetune_batch_size,
+                max_tokens=c.finetune_max_tokens, seed=c.seed, device=self._encoder_device(), progress=progress,
+            )
         valid_set = (
             self.prepare(valid_data, role="valid", label_set=label_set, progress=progress, text_origin=text_origin)
             if valid_data is not None else None
@@ -189,7 +214,7 @@ class Joyful:
             for k in range(c.ensemble):  # members differ only in their seed
                 member_config = c.replace(seed=c.seed + k)
                 seed_everything(member_config.seed)
-                member = build_model(member_config, widths, len(label_set.labels), n_speakers)
+                member = build_model(member_config, widths, len(label_set.labels), n_speakers).to(device)
                 if not members:
                     self.model = member
                     self.info.extra["ensemble_members"] = 1
@@ -227,12 +252,19 @@ class Joyful:
 
     def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:
         c = self.config
-        if out_dir is None:
-            raise JoyfulError("fine-tuning the text encoder needs an output directory to keep it in (out_dir)")
+        if out_dir is None:  # kept for this estimator's life; save() copies it into the model directory
+            self._scratch = tempfile.TemporaryDirectory(prefix="joyful-text-encoder-")
+            out_dir = self._scratch.name
         if any(d.texts is None for d in train):
             raise DataError(train.source, "fine-tuning the text encoder needs the utterance texts", field="text")
+        if has_supplied_vectors(train):
+            raise DataError(
+                train.source, "brings text_features, but a fine-tuned text encoder computes them itself; "
+                "drop them or train without fine-tuning", field="text_features",
+            )
         self.text_encoder_dir = finetune_text_encoder(
-            train, label_set, TextEncoder(c.text_encoder, show_progress=progress), Path(out_dir) / FINETUNED_DIR,
+            train, label_set, TextEncoder(c.text_encoder, show_progress=progress, device=self._encoder_device()),
+            Path(out_dir) / FINETUNED_DIR,
             context=c.text_context, epochs=c.finetune_epochs, lr=c.finetune_lr, batch_size=c.finetune_batch_size,
             max_tokens=c.finetune_max_tokens, seed=c.seed, progress=progress,
         )
@@ -240,11 +272,18 @@ class Joyful:
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
         self._require_model()
+        if self.text_encoder_dir is not None and self.text_encoder_dir != Path(directory) / FINETUNED_DIR:
+            atomic_copy_tree(self.text_encoder_dir, Path(directory) / FINETUNED_DIR)
         save_checkpoint(directory, self.model.state_dict(), self.info)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> Joyful:
+    def load(cls, directory: str | os.PathLike, *, device: str = "auto", precision: str = "fp32") -> Joyful:
+        """A saved model on ``device`` (weights are stored on the CPU, so any device will do).
+
+        The training run's device and precision are not reused: the machine may differ.
+        """
         state, info = load_checkpoint(directory)
+        info.config = info.config.replace(device=device, precision=precision)
         self = cls(info.config)
         self.info = info
         if info.extra.get("finetuned_text_encoder"):
@@ -258,8 +297,18 @@ class Joyful:
             self.model.load_state_dict(state)
         except RuntimeError as e:
             raise JoyfulError(f"{directory}: weights do not fit the saved configuration ({str(e).splitlines()[0]})") from None
+        self.model.to(self.device)
         self.model.eval()
         return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes: ``config.device`` resolved on this machine (the CPU for ``context-lr``)."""
+        if self.config.architecture == "context-lr":
+            return torch.device("cpu")  # scikit-learn does the work
+        device = resolve_device(self.config.device)
+        check_precision(self.config.precision, device)
+        return device
 
     def _require_model(self) -> None:
         if self.model is None or self.info is None:
@@ -285,7 +334,9 @@ class Joyful:
             raise DataError(ds.source, "no labelled utterance to evaluate", field="label")
         encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
         self.model.inference_edge_noise = edge_noise
-        self.model.inference_edge_generator = torch.Generator().manual_seed(self.config.seed) if edge_noise else None
+        self.model.inference_edge_generator = (
+            torch.Generator(device=self.device).manual_seed(self.config.seed) if edge_noise else None
+        )
         try:
             return evaluate_encoded(
                 self.model, encoded, self.info.label_set.labels, self.config.batch_size, with_predictions=with_predictions
@@ -305,13 +356,13 @@ class Joyful:
         encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
         self.model.eval()
         parts: dict[str, list] = {"input": [], "fused": [], "encoded": []}
-        for batch in iterate_batches(encoded, self.config.batch_size, self.model.n_speakers, shuffle=False):
+        for batch in iterate_batches(encoded, self.config.batch_size, self.model.n_speakers, shuffle=False, device=self.device):
             out = self.model(batch)
             x = self.model.missing(batch.x)  # missing modalities as the model sees them
             parts["input"].append(torch.cat([x[m] for m in self.config.modality_order], dim=-1))
             parts["fused"].append(out.fused)
             parts["encoded"].append(out.encoded)
-        result: dict[str, Any] = {k: torch.cat(v).numpy() for k, v in parts.items()}
+        result: dict[str, Any] = {k: torch.cat(v).float().cpu().numpy() for k, v in parts.items()}
         result["labels"] = [lab for d in ds for lab in (d.labels or [None] * len(d))]
         result["dialogue"] = [d.id for d in ds for _ in range(len(d))]
         return result

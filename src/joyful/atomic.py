@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -55,3 +56,18 @@ def atomic_write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) ->
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+def atomic_copy_tree(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a directory so that ``target`` is either absent, the old copy, or the complete new one."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -46,10 +46,25 @@ class Batch:
     lengths: Tensor
     batch: Tensor
     position: Tensor
+    loss_scale: float = 1.0
+    """0 for a stand-in batch: a process of a distributed run whose share of a batch is empty."""
 
     @property
     def n_nodes(self) -> int:
         return int(self.speaker.numel())
+
+    def _map(self, fn) -> Batch:
+        return Batch(
+            ids=self.ids, x={m: fn(v) for m, v in self.x.items()}, speaker=fn(self.speaker), y=fn(self.y),
+            lengths=fn(self.lengths), batch=fn(self.batch), position=fn(self.position), loss_scale=self.loss_scale,
+        )
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so that ``to(cuda, non_blocking=True)`` overlaps the copy with compute."""
+        return self._map(Tensor.pin_memory)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def speaker_ids(speakers: Sequence[str]) -> np.ndarray:
@@ -129,13 +144,36 @@ def collate(dialogues: Sequence[EncodedDialogue], max_speakers: int) -> Batch:
 
 
 def iterate_batches(
-    dialogues: Sequence[EncodedDialogue], batch_size: int, max_speakers: int, *, shuffle: bool, generator: torch.Generator | None = None
+    dialogues: Sequence[EncodedDialogue], batch_size: int, max_speakers: int, *, shuffle: bool,
+    generator: torch.Generator | None = None, device: torch.device | None = None, shard: tuple[int, int] | None = None,
 ):
-    """Mini-batches of whole dialogues, shuffled with ``generator`` when training."""
+    """Mini-batches of whole dialogues, shuffled with ``generator`` (a CPU one) when training.
+
+    Batches are packed on the CPU and moved to ``device``; for CUDA through pinned memory
+    without blocking, so the copy of the next batch overlaps the current one's compute.
+    ``shard = (rank, world_size)``: every process of a distributed run draws the same
+    order (same seed) and takes every ``world_size``-th dialogue of each batch from its
+    ``rank``-th on, so the processes together see each batch once and take as many
+    optimiser steps as one process would. A process left without a dialogue (the last
+    batch can be smaller than the world) gets the batch's first one with ``loss_scale`` 0,
+    since every process must take part in every gradient all-reduce.
+    """
     order = torch.randperm(len(dialogues), generator=generator).tolist() if shuffle else range(len(dialogues))
     order = list(order)
     for start in range(0, len(order), batch_size):
-        yield collate([dialogues[i] for i in order[start : start + batch_size]], max_speakers)
+        chunk = order[start : start + batch_size]
+        scale = 1.0
+        if shard is not None:
+            rank, world = shard
+            mine = chunk[rank::world]
+            chunk, scale = (mine, 1.0) if mine else (chunk[:1], 0.0)
+        batch = collate([dialogues[i] for i in chunk], max_speakers)
+        batch.loss_scale = scale
+        if device is not None and device.type == "cuda":
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        elif device is not None and device.type != "cpu":
+            batch = batch.to(device)
+        yield batch
 
 
 __all__ = ["Batch", "EncodedDialogue", "IGNORE_INDEX", "collate", "encode_dialogues", "iterate_batches", "speaker_ids"]

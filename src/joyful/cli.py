@@ -26,6 +26,8 @@ app = typer.Typer(
 
 DataPath = Annotated[str, typer.Option(help="Data file, optionally with #split (e.g. features.pkl#test).")]
 ModelDir = Annotated[Path, typer.Option("--model", help="Model directory written by `joyful train`.")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.")]
+PrecisionOption = Annotated[Optional[str], typer.Option("--precision", help="fp32, or mixed precision: bf16 (CUDA or CPU), fp16 (CUDA).")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -77,10 +79,12 @@ def train(
     official_augmentation: Annotated[bool, typer.Option(help="The public code's augmentations: 25% masking, 10% edge perturbation, no GP.")] = False,
     class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency.")] = False,
     text_context: Annotated[Optional[int], typer.Option(help="Earlier turns encoded with each utterance's text.")] = None,
-    finetune_text_encoder: Annotated[bool, typer.Option(help="Fine-tune the text encoder on the training dialogues (with --text-context) first.")] = False,
+    finetune_text_encoder: Annotated[bool, typer.Option(help="Fine-tune the text encoder on the training dialogues (with --text-context) first; the graph model trains on cross-fitted features (config finetune_folds).")] = False,
     causal: Annotated[bool, typer.Option(help="Past context only (future window 0, causal attention), for streaming with `joyful serve`.")] = False,
     modality_dropout: Annotated[Optional[float], typer.Option(help="Chance of hiding a present modality of an utterance while training, so missing modalities are handled well (e.g. 0.1).")] = None,
     ensemble: Annotated[Optional[int], typer.Option(help="Train N models with consecutive seeds that predict together (mean probability).")] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a Joyful model and write the best checkpoint (by validation weighted F1) to --out."""
@@ -92,7 +96,7 @@ def train(
     for name, value in {
         "modalities": modalities, "seed": seed, "epochs": epochs, "text_encoder": text_encoder, "label_set": label_set,
         "lr": lr, "batch_size": batch_size, "patience": patience, "gnn_layers": gnn_layers, "text_context": text_context,
-        "ensemble": ensemble,
+        "ensemble": ensemble, "device": device, "precision": precision,
     }.items():
         if value is not None:
             changes[name] = value
@@ -116,7 +120,24 @@ def train(
     if modality_dropout is not None:
         changes["modality_dropout"] = modality_dropout
     cfg = cfg.replace(**changes)
-    clf = Joyful(cfg).fit(train, valid, out_dir=out, progress=not quiet)
+    from joyful import distributed
+
+    if not distributed.launched_by_torchrun():
+        clf = Joyful(cfg).fit(train, valid, out_dir=out, progress=not quiet)
+    else:
+        import torch.distributed
+
+        from joyful.device import resolve_device
+
+        ranks, device = distributed.start(resolve_device(cfg.device))
+        try:
+            clf = Joyful(cfg.replace(device=str(device))).fit(train, valid, out_dir=out, progress=not quiet)
+        except torch.distributed.DistError as e:
+            raise distributed.lost_peer(e) from None
+        finally:
+            distributed.stop()
+        if not ranks.is_main:
+            return
     best = clf.result.best_valid
     summary = {"model": str(out), "best_epoch": clf.result.best_epoch, "epochs_run": len(clf.result.history)}
     if best:
@@ -153,11 +174,13 @@ def evaluate(
     data: DataPath,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this PNG file.")] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """Score a model on labelled data: accuracy, weighted/macro F1, per-class F1, confusion matrix."""
     from joyful.api import Joyful
 
-    metrics = Joyful.load(model).evaluate(data, progress=not as_json)
+    metrics = Joyful.load(model, device=device or "auto", precision=precision or "fp32").evaluate(data, progress=not as_json)
     if plot is not None:
         from joyful.plots import plot_confusion_matrix
 
@@ -197,6 +220,8 @@ def predict(
     explain: Annotated[bool, typer.Option(help="Add per utterance the contribution of each modality and the most influential context utterances.")] = False,
     top_k: Annotated[int, typer.Option(help="Context utterances listed per explanation.")] = 3,
     workers: Annotated[int, typer.Option(help="Worker processes for feature extraction (--manifest).")] = 2,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """Label every utterance: one JSON line each with dialogue, index, speaker, label, probabilities."""
     from joyful.api import Joyful, write_predictions
@@ -204,7 +229,7 @@ def predict(
 
     if (data is None) == (manifest is None):
         raise JoyfulError("give either --data (dialogues) or --manifest (recordings)")
-    clf = Joyful.load(model)
+    clf = Joyful.load(model, device=device or "auto", precision=precision or "fp32")
     failed = 0
     if manifest is not None:
         from joyful.extract.predict import extract_for_model
@@ -234,6 +259,8 @@ def finetune(
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: a third of the model's).")] = None,
     tolerance: Annotated[float, typer.Option(help="Largest accepted drop of validation weighted F1 when choosing the epoch.")] = 0.01,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Adapt a model to human corrections or on-site data, with replay; print validation scores before and after."""
@@ -247,7 +274,7 @@ def finetune(
 
     if corrections is None and data is None:
         raise JoyfulError("give --corrections (a correction store) and/or --data (labelled dialogues)")
-    clf = Joyful.load(model)
+    clf = Joyful.load(model, device=device or "auto", precision=precision or "fp32")
     new = []
     if corrections is not None:
         new += stored_corrections(corrections).dialogues
@@ -294,12 +321,13 @@ def benchmark(
     config: Annotated[Path, typer.Option(help="Grid file (TOML or JSON): data, presets × modalities × ablations × seeds.")],
     out: Annotated[Optional[Path], typer.Option(help="Results directory (default: next to the grid file, named after it).")] = None,
     jobs: Annotated[int, typer.Option(help="Runs (cell, fold, seed) trained at once in worker processes; 1 = one after the other in this process.")] = 1,
+    device: DeviceOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Run a grid of training runs; write mean ± std tables and significance tests. Reruns skip finished runs."""
     from joyful.benchmark.grid import run_grid
 
-    typer.echo(f"results in {run_grid(config, out, progress=not quiet, jobs=jobs)}")
+    typer.echo(f"results in {run_grid(config, out, progress=not quiet, jobs=jobs, device=device)}")
 
 
 @app.command()
@@ -314,6 +342,10 @@ def tune(
     cv: Annotated[Optional[str], typer.Option(help="Score trials by cross-validation on train + valid pooled: 'session' (leave one IEMOCAP session out) or a number of folds K.")] = None,
     cv_valid_fraction: Annotated[Optional[float], typer.Option(help="With --cv: share of each fold's training dialogues used for early stopping (default 0.1).")] = None,
     jobs: Annotated[int, typer.Option(help="With --cv: folds trained at once in worker processes.")] = 1,
+    storage: Annotated[Optional[str], typer.Option(help="Database shared by several workers (each a `joyful tune` with the same data and settings): sqlite:///FILE.db on one machine, postgresql://USER@HOST/DB across machines. Default: OUT/study.sqlite, this worker only.")] = None,
+    study_name: Annotated[str, typer.Option(help="Name of the study in --storage (several studies can share one database).")] = "joyful",
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Search learning rate, dropout, window, α, β, masking, τ, width, weight decay, class weights on validation (Optuna)."""
@@ -325,7 +357,11 @@ def tune(
         raise JoyfulError("--cv-valid-fraction applies only with --cv")
     spec = parse_cv(cv, cv_valid_fraction)
     cfg = _base_config(preset, config)
-    result = run_tune(train, valid, out, base=cfg, trials=trials, progress=not quiet, cv=spec, jobs=jobs)
+    cfg = cfg.replace(**{k: v for k, v in {"device": device, "precision": precision}.items() if v is not None})
+    result = run_tune(
+        train, valid, out, base=cfg, trials=trials, progress=not quiet, cv=spec, jobs=jobs, storage=storage,
+        study_name=study_name,
+    )
     typer.echo(json.dumps(result))
 
 

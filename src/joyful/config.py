@@ -17,6 +17,7 @@ from typing import Any
 from joyful.errors import JoyfulError
 
 AUGMENTATIONS = ("FM", "EP", "GP")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -34,6 +35,11 @@ class JoyfulConfig:
     """Earlier turns encoded together with each utterance's text (0: the text alone)."""
     finetune_text_encoder: bool = False
     """Fine-tune the text encoder on the training utterances (with ``text_context``) before graph training."""
+    finetune_folds: int = 3
+    """Cross-fitting: the training dialogues are split into this many folds, and the text features of each
+    fold come from an encoder fine-tuned on the other folds, so the graph model never learns from
+    features of utterances the encoder memorised (it did, and generalised worse). The encoder that
+    embeds validation and new dialogues is tuned on all training dialogues."""
     finetune_epochs: int = 2
     finetune_lr: float = 2e-5
     finetune_batch_size: int = 16
@@ -146,6 +152,12 @@ class JoyfulConfig:
     ensemble: int = 1
     """Models trained with seeds ``seed``, ``seed+1``, …, predicting together (mean of probabilities)."""
 
+    # ---- where it runs (not part of the model: a saved model loads on any device)
+    device: str = "auto"
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; also the text encoder's."""
+    precision: str = "fp32"
+    """``fp32``, or mixed precision: ``bf16`` (CUDA or CPU) or ``fp16`` (CUDA, with loss scaling)."""
+
     # ------------------------------------------------------------------ helpers
     def __post_init__(self) -> None:
         self.validate()
@@ -176,11 +188,15 @@ class JoyfulConfig:
                 raise bad(name, "must be in [0, 1)")
         for name in ("global_layers", "global_heads", "specific_dim", "n_bases", "gnn_layers", "gnn_hidden",
                      "gnn_heads", "classifier_hidden", "batch_size", "epochs", "katz_order", "ensemble",
-                     "logreg_max_iter"):
+                     "logreg_max_iter", "finetune_epochs", "finetune_batch_size", "finetune_max_tokens"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         if self.temperature <= 0 or self.lr <= 0:
             raise bad("temperature" if self.temperature <= 0 else "lr", "must be positive")
+        if self.finetune_folds < 2:
+            raise bad("finetune_folds", "must be at least 2 (training features always come from an encoder that did not see them)")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
         if self.logreg_c <= 0:
             raise bad("logreg_c", "must be positive")
 

@@ -11,7 +11,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from joyful import distributed
 from joyful.batching import IGNORE_INDEX, EncodedDialogue, iterate_batches
+from joyful.device import autocast, module_device
 from joyful.metrics import classification_metrics
 from joyful.model import JoyfulModel
 from joyful.seeding import seed_everything
@@ -49,12 +51,15 @@ class TrainResult:
 
 @torch.no_grad()
 def predict_probabilities(model: JoyfulModel, dialogues: Sequence[EncodedDialogue], batch_size: int) -> list[np.ndarray]:
-    """Class probabilities ``(n_utterances, n_classes)`` for each dialogue, in input order."""
+    """Class probabilities ``(n_utterances, n_classes)`` for each dialogue, in input order, on the host."""
     model.eval()
+    device = module_device(model)
     out: list[np.ndarray] = []
-    for batch in iterate_batches(dialogues, batch_size, model.n_speakers, shuffle=False):
-        probs = torch.softmax(model(batch).logits, dim=-1).numpy()
-        out.extend(np.split(probs, np.cumsum(batch.lengths.numpy())[:-1]))
+    for batch in iterate_batches(dialogues, batch_size, model.n_speakers, shuffle=False, device=device):
+        with autocast(device, model.config.precision):
+            logits = model(batch).logits
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        out.extend(np.split(probs, np.cumsum(batch.lengths.cpu().numpy())[:-1]))
     return out
 
 
@@ -67,9 +72,14 @@ def evaluate_encoded(
     ``with_predictions`` adds ``y_true`` and ``y_pred`` (class indices, in utterance order)
     for paired comparisons such as the bootstrap.
     """
-    probs = predict_probabilities(model, dialogues, batch_size)
-    y_true = torch.cat([d.label for d in dialogues]).numpy()
-    y_pred = np.concatenate([p.argmax(-1) for p in probs])
+    ranks = distributed.current()
+    shard = dialogues[ranks.rank :: ranks.world_size] if ranks else dialogues
+    probs = predict_probabilities(model, shard, batch_size) if shard else []
+    y_true = torch.cat([d.label for d in shard]).numpy() if shard else np.zeros(0, dtype=np.int64)
+    y_pred = np.concatenate([p.argmax(-1) for p in probs]) if probs else np.zeros(0, dtype=np.int64)
+    if ranks:  # each process scored its share of the dialogues; the metrics are over all of them
+        parts = distributed.gather((y_true, y_pred))
+        y_true, y_pred = np.concatenate([t for t, _ in parts]), np.concatenate([p for _, p in parts])
     known = y_true != IGNORE_INDEX
     metrics = classification_metrics(y_true[known], y_pred[known], labels)
     if with_predictions:
@@ -107,9 +117,15 @@ def train(
     epoch beats them.
     """
     c = model.config
-    generator = seed_everything(c.seed)
+    device = module_device(model)
+    ranks = distributed.current()
+    main = ranks is None or ranks.is_main  # only the main process reports and writes
+    progress = progress and main
+    generator = seed_everything(c.seed, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    weight = class_weights(train_set, len(labels)) if c.class_weights else None
+    # fp16 gradients underflow without loss scaling; bf16 keeps fp32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type, enabled=c.precision == "fp16")
+    weight = class_weights(train_set, len(labels)).to(device) if c.class_weights else None
     average = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema_decay), use_buffers=True) if c.ema_decay > 0 else None
     )
@@ -118,6 +134,14 @@ def train(
     if initial_score is not None:
         best_score = initial_score
         best_state = _snapshot(model)
+    # DDP averages the gradients of the processes after every backward pass; unused
+    # parameters (a modality's missing-value stand-in, say) are expected.
+    net = (
+        torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        ) if ranks else model
+    )
+    shard = (ranks.rank, ranks.world_size) if ranks else None
     n_batches = -(-len(train_set) // c.batch_size)
     epochs = tqdm(range(1, c.epochs + 1), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in epochs:
@@ -125,29 +149,38 @@ def train(
         model.train()
         sums = dict.fromkeys(LOSS_PARTS, 0.0)
         for batch in tqdm(
-            iterate_batches(train_set, c.batch_size, model.n_speakers, shuffle=True, generator=generator),
+            iterate_batches(
+                train_set, c.batch_size, model.n_speakers, shuffle=True, generator=generator, device=device, shard=shard
+            ),
             total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True,
         ):
-            losses = model(batch, class_weight=weight).losses
+            with autocast(device, c.precision):
+                losses = net(batch, class_weight=weight).losses
             optimizer.zero_grad(set_to_none=True)
-            losses["all"].backward()
-            optimizer.step()
+            scaler.scale(losses["all"] * batch.loss_scale).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if average is not None:
                 average.update_parameters(model)
             for k in LOSS_PARTS:
-                sums[k] += float(losses[k].detach())
+                sums[k] += float(losses[k].detach()) * batch.loss_scale
         live = _swap_in(model, average)  # the averaged weights are what is validated and checkpointed
+        if ranks:  # BatchNorm statistics saw each process's own share; rank 0's are kept by all
+            distributed.share_buffers(model)
         valid = evaluate_encoded(model, valid_set, labels, c.batch_size) if valid_set else None
         record = EpochRecord(epoch, {k: v / n_batches for k, v in sums.items()}, valid, time.perf_counter() - start)
         result.history.append(record)
-        if on_epoch:
+        if on_epoch and main:
             on_epoch(record)
         score = (selection(valid) if selection else valid["weighted_f1"]) if valid else float(epoch)
-        if score > best_score:
+        improved = score > best_score
+        if ranks:  # decided once, by rank 0, so no process stops or checkpoints alone
+            improved = distributed.from_main(improved)
+        if improved:
             best_score, waited = score, 0
             best_state = _snapshot(model)
             result.best_epoch, result.best_valid = epoch, valid
-            if on_improvement:
+            if on_improvement and main:
                 on_improvement(epoch, valid)
         else:
             waited += 1

@@ -17,6 +17,7 @@ terminates the workers rather than leaving them behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import traceback
@@ -49,15 +50,23 @@ class Task:
         return f"{self.cell.name}" + (f" fold {self.fold}" if self.fold is not None else "") + f" seed {self.seed}"
 
 
-def run_grid(config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1) -> Path:
+def run_grid(
+    config_path: str | Path, out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1,
+    device: str | None = None,
+) -> Path:
     """Run what is not finished yet, write all tables, return the results directory.
 
     ``out_dir`` defaults to ``<grid file>.results`` beside the grid file; ``jobs`` is the
-    number of worker processes (1: train in this process, one run after the other).
+    number of worker processes (1: train in this process, one run after the other);
+    ``device`` overrides the grid's (runs made on another device still count as finished).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise JoyfulError(f"--jobs must be a positive integer, not {jobs!r}")
     grid = load_grid(config_path)
+    if device is not None:
+        grid = dataclasses.replace(
+            grid, cells=[dataclasses.replace(c, fields={**c.fields, "device": device}) for c in grid.cells]
+        )
     out = Path(out_dir) if out_dir is not None else grid.default_out_dir()
     data = materialise(grid.data, out / "data")
     folds: dict[int | None, dict[str, str]]

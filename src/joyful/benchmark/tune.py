@@ -16,18 +16,31 @@ The running mean is reported fold by fold, so the pruner can stop a trial after 
 first folds; ``jobs`` folds train at once in worker processes. The folds are written to
 ``folds.json``/``folds.csv`` and the CV setting to ``cv.json``: resuming a study with
 another setting is refused, as for another base config.
+
+With ``storage`` (an SQLAlchemy URL: ``sqlite:///search.db`` for workers on one machine,
+``postgresql://user@host/db`` for several) the study lives in that database instead, and
+any number of ``joyful tune`` workers with the same data, base config and ``--storage``
+work on it together, each running its ``trials`` and taking the others' results into
+account. The base config and CV setting are then kept in the study itself, so a worker
+started with other settings is refused whichever machine it runs on. Parallel trials are
+not repeatable (which worker draws what depends on timing), so the sampler is not seeded
+and uses the "constant liar" strategy, which keeps workers from sampling the same point.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
+import socket
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from joyful.atomic import atomic_write_text
+from joyful.benchmark.run import RUNTIME_FIELDS
 from joyful.benchmark.folds import FOLDS_FILE, CVSpec, Fold, make_folds, pool, split, write_assignment
 from joyful.config import JoyfulConfig
 from joyful.data.labels import resolve_label_set
@@ -36,6 +49,8 @@ from joyful.io.readers import read_dialogues
 
 STUDY_FILE = "study.sqlite"
 CV_FILE = "cv.json"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+"""Recorded with each trial, so a shared study shows which worker ran it."""
 
 
 def sample_changes(trial: Any) -> dict[str, Any]:
@@ -66,11 +81,14 @@ def tune(
     progress: bool = True,
     cv: CVSpec | None = None,
     jobs: int = 1,
+    storage: str | None = None,
+    study_name: str = "joyful",
 ) -> dict[str, Any]:
-    """Run ``trials`` more trials (beyond those already in ``out``) and write ``best_config.json``.
+    """Run ``trials`` more trials (beyond those already in the study) and write ``best_config.json``.
 
     ``cv`` turns the objective into the cross-validated weighted F1 on the pooled train
-    + valid data; ``jobs`` (with ``cv``) trains that many folds at once.
+    + valid data; ``jobs`` (with ``cv``) trains that many folds at once; ``storage`` is a
+    database shared with other workers (default: ``study.sqlite`` in ``out``).
     """
     try:
         import optuna
@@ -84,17 +102,20 @@ def tune(
         raise JoyfulError("--jobs trains the folds of a cross-validated search in parallel; it needs --cv")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_study_setting(out, base, cv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # heartbeats and the constant liar are marked experimental in Optuna; both are documented here
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    shared = storage is not None
     study = optuna.create_study(
-        study_name="joyful",
-        storage=f"sqlite:///{out / STUDY_FILE}",
+        study_name=study_name,
+        storage=_open_storage(storage or f"sqlite:///{out / STUDY_FILE}", optuna),
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=base.seed),
+        sampler=optuna.samplers.TPESampler(seed=None if shared else base.seed, constant_liar=shared),
         # with cv the steps are folds: a trial is compared with the others from its second fold on
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10 if cv is None else 1),
     )
+    _check_study_setting(study, out, base, cv, storage)
     # texts are encoded once here, not in every trial
     prep = Joyful(base)
     names = integer_label_names(base.label_set)
@@ -112,6 +133,7 @@ def tune(
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
+            trial.set_user_attr("worker", WORKER)
             clf = Joyful(cfg).fit(train_set, valid_set, progress=False, on_epoch=report)
             trial.set_user_attr("best_epoch", clf.result.best_epoch)
             return clf.result.best_valid["weighted_f1"]
@@ -121,7 +143,7 @@ def tune(
         raw_valid = read_dialogues(str(valid), role="valid", int_label_names=names)
         pooled = pool(raw_train, raw_valid)
         folds = make_folds([d.id for d in pooled], cv)
-        _check_same_folds(out, folds)
+        _check_same_folds(study, out, folds)
         origin = {d.id: "train" for d in raw_train} | {d.id: "valid" for d in raw_valid}
         write_assignment(folds, out, {**cv.to_dict(), "scheme": cv.describe()}, origin)
         prepared = prep.prepare(pooled, role="train", label_set=labels, progress=progress)
@@ -131,33 +153,82 @@ def tune(
     return _write_outcome(study, base, out, cv, optuna)
 
 
-def _check_study_setting(out: Path, base: JoyfulConfig, cv: CVSpec | None) -> None:
-    """A study continues only with the base config and CV setting it was started with."""
-    if not (out / "base_config.json").exists():
-        base.to_json(out / "base_config.json")
-        atomic_write_text(out / CV_FILE, json.dumps(_cv_setting(cv), indent=1) + "\n")
-        return
-    if JoyfulConfig.from_json(out / "base_config.json") != base:
-        raise JoyfulError(f"{out}: holds a study of another base config; use a new --out")
-    try:  # a study from before cv.json existed was a plain validation search
-        stored = json.loads((out / CV_FILE).read_text()) if (out / CV_FILE).exists() else _cv_setting(None)
-    except (OSError, json.JSONDecodeError) as e:
-        raise JoyfulError(f"{out / CV_FILE}: cannot read the study's cross-validation setting ({e})") from None
-    if stored != _cv_setting(cv):
+def _open_storage(url: str, optuna: Any) -> Any:
+    """The study database, or a one-line error naming it (without its password)."""
+    shown = _without_password(url)
+    if "://" not in url:
+        raise JoyfulError(f"--storage {shown!r}: give a database URL, e.g. sqlite:///search.db or "
+                          "postgresql://user@host/dbname")
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=300)
+    except ModuleNotFoundError as e:
+        raise JoyfulError(f"--storage {shown}: the database driver {e.name!r} is not installed "
+                          "(PostgreSQL: pip install 'joyful[postgres]')") from None
+    except Exception as e:  # SQLAlchemy's connection and URL errors
+        raise JoyfulError(f"--storage {shown}: cannot open the study database "
+                          f"({_without_password(str(e).splitlines()[0])})") from None
+
+
+def _without_password(text: str) -> str:
+    """``scheme://user:secret@host`` as ``scheme://user:***@host``, for messages."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)
+
+
+def _setting(base: JoyfulConfig, cv: CVSpec | None) -> dict[str, Any]:
+    """What the trials of one study must share; where a worker computes (its device) may differ."""
+    fields = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
+    return {"base_config": fields, "cv": _cv_setting(cv)}
+
+
+def _check_study_setting(study: Any, out: Path, base: JoyfulConfig, cv: CVSpec | None, storage: str | None) -> None:
+    """A study continues only with the base config and CV setting it was started with.
+
+    They are kept in the study (so workers of a shared study agree) and, for the reader,
+    in ``out``. A study made before they were kept in it is checked against ``out``'s files.
+    """
+    mine = _setting(base, cv)
+    stored = {k: study.user_attrs[k] for k in mine if k in study.user_attrs}
+    if not stored and (out / "base_config.json").exists() and storage is None:
+        try:  # a study from before cv.json existed was a plain validation search
+            cv_stored = json.loads((out / CV_FILE).read_text()) if (out / CV_FILE).exists() else _cv_setting(None)
+        except (OSError, json.JSONDecodeError) as e:
+            raise JoyfulError(f"{out / CV_FILE}: cannot read the study's cross-validation setting ({e})") from None
+        stored = _setting(JoyfulConfig.from_json(out / "base_config.json"), None) | {"cv": cv_stored}
+    where = _without_password(storage) if storage else str(out)
+    if stored and {**JoyfulConfig().to_dict(), **stored["base_config"]} != {**JoyfulConfig().to_dict(), **mine["base_config"]}:
+        raise JoyfulError(f"{where}: holds a study of another base config; use a new --out" +
+                          (" or --study-name" if storage else ""))
+    elif stored and stored.get("cv", _cv_setting(None)) != mine["cv"]:
         def show(s: dict[str, Any]) -> str:
             return "no cross-validation" if s.get("cv") is None else ", ".join(f"{k} = {v}" for k, v in s.items())
 
-        raise JoyfulError(f"{out}: holds a study made with {show(stored)}, not {show(_cv_setting(cv))}; "
-                          "use a new --out")
+        raise JoyfulError(f"{where}: holds a study made with {show(stored.get('cv', _cv_setting(None)))}, not {show(mine['cv'])}; "
+                          "use a new --out" + (" or --study-name" if storage else ""))
+    if not all(k in study.user_attrs for k in mine):
+        for key, value in mine.items():
+            study.set_user_attr(key, value)
+    base.to_json(out / "base_config.json")
+    atomic_write_text(out / CV_FILE, json.dumps(_cv_setting(cv), indent=1) + "\n")
 
 
-def _check_same_folds(out: Path, folds: list[Fold]) -> None:
+def _check_same_folds(study: Any, out: Path, folds: list[Fold]) -> None:
     """A resumed cross-validated study must score its new trials on the folds of its old ones."""
-    try:
-        stored = json.loads((out / FOLDS_FILE).read_text())["folds"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return
-    if stored != [f.to_dict() for f in folds]:
+    digest = hashlib.sha256(json.dumps([f.to_dict() for f in folds], sort_keys=True).encode()).hexdigest()
+    stored = study.user_attrs.get("folds_sha256")
+    if stored is None:
+        try:  # a study from before the folds were kept in it
+            legacy = json.loads((out / FOLDS_FILE).read_text())["folds"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            legacy = None
+        if legacy is not None and legacy != [f.to_dict() for f in folds]:
+            stored = "other"
+        else:
+            study.set_user_attr("folds_sha256", digest)
+            return
+    if stored != digest:
         raise JoyfulError(f"{out / FOLDS_FILE}: the study's earlier trials were scored on other folds (has the data "
                           "changed?); use a new --out")
 
@@ -169,6 +240,7 @@ def _cv_setting(cv: CVSpec | None) -> dict[str, Any]:
 def _cv_objective(base: JoyfulConfig, runner: _FoldRunner, optuna: Any):
     def objective(trial: Any) -> float:
         fields = base.replace(**sample_changes(trial)).to_dict()
+        trial.set_user_attr("worker", WORKER)
         values: list[float] = []
         epochs: list[int] = []
 
@@ -267,7 +339,7 @@ def _write_outcome(study: Any, base: JoyfulConfig, out: Path, cv: CVSpec | None,
     score = "valid_weighted_f1" if cv is None else "cv_weighted_f1"
     rows = []
     for t in study.trials:
-        row = {"trial": t.number, "state": t.state.name, score: t.value}
+        row = {"trial": t.number, "state": t.state.name, score: t.value, "worker": t.user_attrs.get("worker")}
         if cv is not None:
             row |= {"fold_weighted_f1": t.user_attrs.get("fold_weighted_f1"),
                     "fold_best_epoch": t.user_attrs.get("fold_best_epoch")}

@@ -4,7 +4,13 @@ The paper's best text-only result uses a fine-tuned RoBERTa (68.45 vs 68.05 froz
 the configured sentence-transformers model reads each utterance with its preceding turns
 (:func:`joyful.data.context_text.contextual_texts`) and learns to predict its emotion
 through a linear head; the head is then dropped and the tuned encoder produces the text
-features Joyful trains on, and later those of new dialogues.
+features of validation and new dialogues.
+
+The graph model must not learn from the tuned encoder's features of its own training
+utterances: the encoder has memorised their labels, so those features are far cleaner
+than any new utterance's, and the graph model learnt to trust them (validation weighted
+F1 0.575 against 0.631 untuned). :func:`cross_fitted_text_features` therefore gives each
+training utterance the features of an encoder tuned on the *other* folds of dialogues.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -53,17 +60,18 @@ def finetune_text_encoder(
     model.max_seq_length = max_tokens
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    head = torch.nn.Linear(encoder.dim, len(label_set.labels))
+    head = torch.nn.Linear(encoder.dim, len(label_set.labels)).to(model.device)
     optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=lr)
-    y = torch.tensor(labels)
+    y = torch.tensor(labels, device=model.device)
     model.train()
     steps = epochs * -(-len(texts) // batch_size)
     with tqdm(total=steps, desc="fine-tuning text encoder", unit="batch", disable=not progress) as bar:
         for _ in range(epochs):
             for idx in torch.randperm(len(texts), generator=generator).split(batch_size):
-                features = model.tokenize([texts[i] for i in idx])
+                batch = model.preprocess([texts[i] for i in idx])
+                features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 embedding = model(features)["sentence_embedding"]
-                loss = F.cross_entropy(head(embedding), y[idx])
+                loss = F.cross_entropy(head(embedding), y[idx.to(model.device)])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -81,3 +89,52 @@ def finetune_text_encoder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def cross_fitted_text_features(
+    train: DialogueSet,
+    label_set: LabelSet,
+    encoder_name: str,
+    scratch: Path,
+    *,
+    folds: int,
+    context: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    max_tokens: int,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+) -> None:
+    """Replace the text vectors of ``train`` (in place) by out-of-fold ones.
+
+    The dialogues are dealt into ``folds`` folds in a seeded random order; for each fold an
+    encoder is tuned on the others (in ``scratch``, removed afterwards, its vectors never
+    cached on disk) and embeds the fold's non-empty texts. Empty texts stay missing.
+    """
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    dialogues = train.dialogues
+    for k in range(folds):
+        held = set(order[k::folds])
+        rest = DialogueSet([d for i, d in enumerate(dialogues) if i not in held], train.source)
+        target = finetune_text_encoder(
+            rest, label_set, TextEncoder(encoder_name, show_progress=progress, device=device), scratch / f"fold-{k}",
+            context=context, epochs=epochs, lr=lr, batch_size=batch_size, max_tokens=max_tokens, seed=seed + k,
+            progress=progress,
+        )
+        try:
+            fold_encoder = TextEncoder(str(target), persistent_cache=False, show_progress=progress, device=device)
+            held_dialogues = [dialogues[i] for i in sorted(held)]
+            said = [np.array([t.strip() != "" for t in d.texts], dtype=bool) for d in held_dialogues]
+            strings = [s for d, r in zip(held_dialogues, said) for s, keep in zip(contextual_texts(d, context), r) if keep]
+            vectors = fold_encoder.encode(strings)
+            start = 0
+            for d, r in zip(held_dialogues, said):
+                n = int(r.sum())
+                d.features["t"] = d.features["t"].copy()
+                d.features["t"][r] = vectors[start : start + n]
+                start += n
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)

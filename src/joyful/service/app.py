@@ -172,7 +172,9 @@ class Predictor:
     def encoder(self) -> TextEncoder:
         """The text encoder, loaded on first use; call with ``_lock`` held."""
         if self._encoder is None:
-            self._encoder = TextEncoder(self.text_encoder, show_progress=False, persistent_cache=False)
+            self._encoder = TextEncoder(
+                self.text_encoder, show_progress=False, persistent_cache=False, device=str(self.clf.device)
+            )
         return self._encoder
 
     def add_text_features(self, d: Dialogue) -> None:

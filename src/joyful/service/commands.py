@@ -38,6 +38,7 @@ def serve_command(
     max_sessions: Annotated[int, typer.Option(help="Streaming sessions kept in memory at once; more get 429.")] = DEFAULT_MAX_SESSIONS,
     threads: Annotated[int, typer.Option(help="PyTorch CPU threads per prediction; requests run one at a time, and one "
                                               "dialogue is too small a job to split (1 is fastest on a busy machine).")] = 1,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Serve the model over HTTP: predict dialogues, stream utterances, explain and correct labels; web page at /."""
     try:
@@ -50,7 +51,9 @@ def serve_command(
     if threads < 1:
         raise JoyfulError(f"--threads must be at least 1, not {threads}")
     torch.set_num_threads(threads)
-    app = create_app(model, store, keep_text=keep_text, max_request_bytes=max_request_bytes, max_sessions=max_sessions)
+    from joyful.api import Joyful
+
+    app = create_app(Joyful.load(model, device=device), store, keep_text=keep_text, max_request_bytes=max_request_bytes, max_sessions=max_sessions)
     sock = _listen(host, port)
     address = sock.getsockname()
     shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
