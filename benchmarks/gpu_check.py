@@ -27,9 +27,9 @@ import torch
 from joyful.api import Joyful
 from joyful.batching import encode_dialogues
 from joyful.config import JoyfulConfig
-from joyful.device import resolve_device
+from joyful.training.device import resolve_device
 from joyful.errors import JoyfulError
-from joyful.training import predict_probabilities
+from joyful.training.inference import predict_probabilities
 from train_speed import N_UTTERANCES, iemocap_shaped
 
 

@@ -5,6 +5,10 @@ dialogues, both views with all augmentations and all three losses (the paper's d
 otherwise). Prints a progress line per epoch and, as its last line, one JSON object.
 
     python benchmarks/train_speed.py [--epochs 3]
+    torchrun --standalone --nproc-per-node 2 benchmarks/train_speed.py   # data-parallel (gloo)
+
+Under torchrun every process trains its share of each batch; rank 0 prints the figures
+(utterances per second of the whole run).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from joyful.batching import encode_dialogues
 from joyful.config import JoyfulConfig
 from joyful.data.labels import IEMOCAP6
 from joyful.model import JoyfulModel
-from joyful.seeding import seed_everything
+from joyful.training import distributed
+from joyful.training.seeding import seed_everything
 from joyful.synthetic import generate_dialogues
-from joyful.training import predict_probabilities, train
+from joyful.training.inference import predict_probabilities
+from joyful.training.loop import train
 
 N_DIALOGUES, N_UTTERANCES = 151, 7433
 WIDTHS = {"a": 100, "v": 512, "t": 768}
@@ -56,6 +62,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="training epochs to time (the first is a warm-up)")
     args = parser.parse_args()
+    ranks = None
+    if distributed.launched_by_torchrun():
+        ranks, _ = distributed.start(torch.device("cpu"))
     data = iemocap_shaped()
     assert len(data) == N_DIALOGUES and data.n_utterances == N_UTTERANCES
     config = JoyfulConfig.preset("iemocap6", window_past=8, window_future=8, batch_size=32, epochs=args.epochs)
@@ -70,6 +79,10 @@ def main() -> None:
         print(f"epoch {record.epoch}: {record.seconds:.2f} s, losses {({k: round(v, 3) for k, v in record.losses.items()})}", flush=True)
 
     train(model, encoded, None, IEMOCAP6.labels, on_epoch=report, progress=False)
+    if ranks is not None:
+        distributed.stop()
+        if not ranks.is_main:  # rank 0 reports for the run
+            return
     epoch_seconds = statistics.median(times[1:] if len(times) > 1 else times)
     start = time.perf_counter()
     predict_probabilities(model, encoded, config.batch_size)
@@ -83,6 +96,7 @@ def main() -> None:
         "utterances": N_UTTERANCES,
         "parameters": n_params,
         "threads": torch.get_num_threads(),
+        "processes": ranks.world_size if ranks else 1,
     }
     print(json.dumps(result))
 

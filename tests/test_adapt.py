@@ -11,7 +11,7 @@ import torch
 
 from conftest import TINY, WIDTHS
 from joyful import Joyful, JoyfulConfig
-from joyful.adapt import adapt
+from joyful.training.adapt import adapt
 from joyful.corrections import CorrectionStore
 from joyful.synthetic import generate_dialogues
 

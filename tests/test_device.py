@@ -15,7 +15,7 @@ from joyful.batching import collate, encode_dialogues
 from joyful.benchmark.gridfile import Cell
 from joyful.benchmark.run import check_resumable
 from joyful.data.labels import resolve_label_set
-from joyful.device import check_precision, resolve_device
+from joyful.training.device import check_precision, resolve_device
 from joyful.errors import JoyfulError
 from joyful.synthetic import generate_dialogues
 

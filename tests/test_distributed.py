@@ -63,7 +63,7 @@ def _free_port() -> int:
 
 
 def _rank(rank: int, world: int, port: int, directory: str) -> None:
-    from joyful import distributed
+    from joyful.training import distributed
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

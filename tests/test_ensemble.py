@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score
 from conftest import TINY
 from joyful import Joyful, JoyfulConfig
 from joyful.batching import IGNORE_INDEX, collate, encode_dialogues
-from joyful.ensemble import EnsembleModel
+from joyful.training.ensemble import EnsembleModel
 from joyful.model import JoyfulModel
 
 
@@ -118,7 +118,7 @@ def test_ensemble_is_saved_and_loaded_whole(ensemble, data_dir):
 
 
 def test_ensemble_explains_and_adapts(ensemble, data_dir):
-    from joyful.adapt import adapt
+    from joyful.training.adapt import adapt
 
     clf, _ = ensemble
     rows = clf.predict(data_dir / "test.jsonl", explain=True)
@@ -153,7 +153,7 @@ def test_interrupted_ensemble_keeps_the_members_finished(data_dir, tmp_path):
 
 
 def test_report_of_an_ensemble_draws_one_members_curves(ensemble, data_dir, tmp_path):
-    from joyful.report import write_report
+    from joyful.analysis.report import write_report
 
     _, out = ensemble
     page = write_report(out, data=str(data_dir / "test.jsonl"), out=tmp_path / "r.html", progress=False)

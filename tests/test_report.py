@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from conftest import TINY
 from joyful import Joyful, JoyfulConfig
 from joyful.cli import app
-from joyful.report import write_report
-from joyful.tensorboard_log import TensorBoardLogger
-from joyful.training import EpochRecord
-from joyful.tsne import labelled_subsample, subsample_indices
+from joyful.analysis.report import write_report
+from joyful.training.tensorboard_log import TensorBoardLogger
+from joyful.training.loop import EpochRecord
+from joyful.analysis.tsne import labelled_subsample, subsample_indices
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"

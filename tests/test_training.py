@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY, WIDTHS
 from joyful import Joyful, JoyfulConfig
-from joyful.checkpoint import load_checkpoint
+from joyful.training.checkpoint import load_checkpoint
 from joyful.errors import DataError
 from joyful.io.jsonl import read_jsonl, write_jsonl
 from joyful.synthetic import DEFAULT_LABELS, generate_dialogues
@@ -165,15 +165,15 @@ def test_moving_average_of_weights_is_what_training_keeps(data_dir, monkeypatch)
     model_ref: list = []
     raw = Joyful(cfg)
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
-    import joyful.api as api_module
+    import joyful.training.members as members_module
 
-    real_build = api_module.build_model
+    real_build = members_module.build_model
 
     def build_and_remember(*args):
         model_ref.append(real_build(*args))
         return model_ref[-1]
 
-    monkeypatch.setattr(api_module, "build_model", build_and_remember)
+    monkeypatch.setattr(members_module, "build_model", build_and_remember)
     raw.fit(train_set, progress=False)
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
     assert len(steps) == 2 * 6  # 48 dialogues in batches of 8, two epochs

@@ -19,27 +19,26 @@ from typing import Any
 
 import torch
 
-from joyful import distributed
-from joyful.atomic import atomic_copy_tree, atomic_write_csv, atomic_write_text
+from joyful.analysis.explain import explain_dialogues
+from joyful.atomic import atomic_copy_tree, atomic_write_text
 from joyful.batching import encode_dialogues, iterate_batches
-from joyful.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from joyful.config import JoyfulConfig
 from joyful.data.finetune_text import cross_fitted_text_features, finetune_text_encoder
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
 from joyful.data.schema import MODALITY_NAMES, Dialogue, DialogueSet
 from joyful.data.text_encoder import TextEncoder
-from joyful.device import check_precision, resolve_device
 from joyful.data.text_features import ENCODER, ensure_text_features, has_supplied_vectors, text_feature_origin
 from joyful.errors import DataError, JoyfulError
-from joyful.explain import explain_dialogues
 from joyful.io.readers import read_dialogues
-from joyful.ensemble import EnsembleModel
 from joyful.model import JoyfulModel
-from joyful.nn.context_lr import ContextLogisticRegression, fit_context_lr
-from joyful.plots import plot_training_curves
-from joyful.seeding import seed_everything
-from joyful.tensorboard_log import TensorBoardLogger
-from joyful.training import EpochRecord, TrainResult, evaluate_encoded, predict_probabilities, train
+from joyful.nn.context_lr import ContextLogisticRegression
+from joyful.training import distributed
+from joyful.training.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from joyful.training.device import check_precision, resolve_device
+from joyful.training.ensemble import EnsembleModel
+from joyful.training.inference import evaluate_encoded, predict_probabilities
+from joyful.training.loop import EpochRecord, TrainResult
+from joyful.training.members import build_model, train_members
 
 FINETUNED_DIR = "text-encoder"
 CROSS_FIT_DIR = ".cross-fitting"
@@ -129,6 +128,7 @@ class Joyful:
         progress: bool = True,
         on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> Joyful:
+        """Read and check the data, give it text features, and train (see :mod:`joyful.training.members`)."""
         c = self.config
         device = self.device  # an unavailable device fails here, before any work
         ranks = distributed.current()
@@ -188,66 +188,14 @@ class Joyful:
             },
         )
 
-        members: list[JoyfulModel] = []
-        member_results: list[TrainResult] = []
+        def publish(model) -> None:
+            self.model = model
 
-        def checkpoint(epoch: int, valid: dict | None) -> None:
-            self.info.extra.update(best_epoch=epoch, valid_metrics=valid)
-            if out_dir is not None:
-                self.save(out_dir)
-
-        history: list[EpochRecord] = []
-        tensorboard = TensorBoardLogger(Path(out_dir) / "tensorboard" if out_dir is not None else None)
-
-        def after_epoch(record: EpochRecord) -> None:
-            if c.ensemble > 1:
-                record.member = len(members)
-            history.append(record)
-            tensorboard.log_epoch(record, step=len(history))
-            if out_dir is not None:
-                write_history(history, Path(out_dir) / "history.csv")
-            if on_epoch is not None:
-                on_epoch(record)
-
-        ensemble_valid: dict | None = None
-        try:
-            for k in range(c.ensemble):  # members differ only in their seed
-                member_config = c.replace(seed=c.seed + k)
-                seed_everything(member_config.seed)
-                member = build_model(member_config, widths, len(label_set.labels), n_speakers).to(device)
-                if not members:
-                    self.model = member
-                    self.info.extra["ensemble_members"] = 1
-                fit = fit_context_lr if c.architecture == "context-lr" else train
-                member_results.append(fit(
-                    member, encoded_train, encoded_valid, label_set.labels,
-                    # later members are checkpointed once finished, as part of the ensemble
-                    on_improvement=checkpoint if not members else None, on_epoch=after_epoch, progress=progress,
-                ))
-                member.config = c
-                members.append(member)
-                if len(members) > 1:  # an interrupted run keeps the ensemble of the members finished so far
-                    self.model = EnsembleModel(members)
-                    self.info.extra["ensemble_members"] = len(members)
-                    self.info.extra["members"] = [
-                        {"seed": c.seed + j, "best_epoch": r.best_epoch, "valid_metrics": r.best_valid}
-                        for j, r in enumerate(member_results)
-                    ]
-                    ensemble_valid = (
-                        evaluate_encoded(self.model, encoded_valid, label_set.labels, c.batch_size) if encoded_valid else None
-                    )
-                    checkpoint(member_results[0].best_epoch, ensemble_valid)
-        finally:
-            tensorboard.close()
-            if out_dir is not None and history:  # also after an interruption: the curves so far
-                first = [r.row() for r in history if r.member in (None, 0)]
-                plot_training_curves(first, Path(out_dir) / "training_curves.png")
-        self.result = member_results[0]
-        if c.ensemble > 1:
-            self.result = TrainResult(
-                best_epoch=member_results[0].best_epoch, best_valid=ensemble_valid, history=history,
-                stopped_early=all(r.stopped_early for r in member_results),
-            )
+        self.result = train_members(
+            c, encoded_train, encoded_valid, self.info, device, publish=publish,
+            save=(lambda: self.save(out_dir)) if out_dir is not None else None,
+            out_dir=Path(out_dir) if out_dir is not None else None, progress=progress, on_epoch=on_epoch,
+        )
         return self
 
     def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:
@@ -373,7 +321,7 @@ class Joyful:
         With ``explain``, each record also has ``explanation``: ``modalities`` (per modality,
         the drop in the label's probability when that modality is marked missing) and
         ``context`` (the ``top_k`` other utterances whose removal changes it most, as
-        ``{"index", "speaker", "influence"}``); see :mod:`joyful.explain`.
+        ``{"index", "speaker", "influence"}``); see :mod:`joyful.analysis.explain`.
         """
         ds = self._prepared(data, "test", progress)
         encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
@@ -405,15 +353,6 @@ class Joyful:
         return rows
 
 
-def build_model(
-    config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int
-) -> JoyfulModel | ContextLogisticRegression:
-    """The network ``config.architecture`` names (the graph models, or the logistic-regression baseline)."""
-    if config.architecture == "context-lr":
-        return ContextLogisticRegression(config, widths, n_classes, n_speakers)
-    return JoyfulModel(config, widths, n_classes, n_speakers)
-
-
 def extraction_settings(data: DataLike) -> dict | None:
     """How ``joyful extract`` made this data (its ``DATASET.extraction.json``), if it did.
 
@@ -430,11 +369,6 @@ def extraction_settings(data: DataLike) -> dict | None:
     except (OSError, json.JSONDecodeError) as e:
         raise JoyfulError(f"{sidecar}: cannot read the extraction settings ({e})") from None
     return {k: v for k, v in settings.items() if k not in ("failures", "counts")}
-
-
-def write_history(history: Sequence[EpochRecord], path: Path) -> None:
-    """Per-epoch losses (L_all, L_ce, L_mf, L_ct) and validation scores as CSV, rewritten atomically each epoch."""
-    atomic_write_csv(path, [r.row() for r in history])
 
 
 def write_predictions(rows: Sequence[dict], path: str | os.PathLike) -> None:

@@ -120,14 +120,14 @@ def train(
     if modality_dropout is not None:
         changes["modality_dropout"] = modality_dropout
     cfg = cfg.replace(**changes)
-    from joyful import distributed
+    from joyful.training import distributed
 
     if not distributed.launched_by_torchrun():
         clf = Joyful(cfg).fit(train, valid, out_dir=out, progress=not quiet)
     else:
         import torch.distributed
 
-        from joyful.device import resolve_device
+        from joyful.training.device import resolve_device
 
         ranks, device = distributed.start(resolve_device(cfg.device))
         try:
@@ -182,7 +182,7 @@ def evaluate(
 
     metrics = Joyful.load(model, device=device or "auto", precision=precision or "fp32").evaluate(data, progress=not as_json)
     if plot is not None:
-        from joyful.plots import plot_confusion_matrix
+        from joyful.analysis.plots import plot_confusion_matrix
 
         plot_confusion_matrix(metrics, plot)
     if as_json:
@@ -266,7 +266,7 @@ def finetune(
     """Adapt a model to human corrections or on-site data, with replay; print validation scores before and after."""
     import os
 
-    from joyful.adapt import adapt, save_adapted, stored_corrections
+    from joyful.training.adapt import adapt, save_adapted, stored_corrections
     from joyful.api import Joyful
     from joyful.data.schema import DialogueSet
     from joyful.errors import JoyfulError
@@ -374,7 +374,7 @@ def report(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Write an HTML report with figures: confusion matrix, per-class F1, training curves, t-SNE."""
-    from joyful.report import write_report
+    from joyful.analysis.report import write_report
 
     typer.echo(f"report: {write_report(run, data=data, out=out, progress=not quiet)}")
 

@@ -234,7 +234,7 @@ def paired_bootstrap(
     finite number of resamples cannot show a probability of exactly 0. Identical
     predictions therefore give p = 1. ``n_classes`` (default: the largest class index
     seen + 1) matters for macro F1, which averages over every class, as
-    :func:`joyful.metrics.classification_metrics` does.
+    :func:`joyful.analysis.metrics.classification_metrics` does.
     """
     if metric not in BOOTSTRAP_METRICS:
         raise ValueError(f"metric must be one of {', '.join(BOOTSTRAP_METRICS)}, not {metric!r}")

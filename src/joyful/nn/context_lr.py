@@ -35,7 +35,8 @@ from joyful.config import JoyfulConfig
 from joyful.model import JoyfulOutput
 from joyful.nn.graph import window_graph
 from joyful.nn.missing import MissingModality
-from joyful.training import EpochRecord, TrainResult, evaluate_encoded
+from joyful.training.inference import evaluate_encoded
+from joyful.training.loop import EpochRecord, TrainResult
 
 #: Bias of a class absent from the training labels: never predicted, whatever the features.
 ABSENT_CLASS_BIAS = -1e4
@@ -105,7 +106,7 @@ def fit_context_lr(
 ) -> TrainResult:
     """Fit the modality scales and the regression (L-BFGS to convergence): one "epoch", no early stopping.
 
-    The same signature and result as :func:`joyful.training.train`, so the estimator's
+    The same signature and result as :func:`joyful.training.loop.train`, so the estimator's
     checkpointing, history and ensembles work unchanged (``progress`` is accepted for that).
     """
     start = time.perf_counter()

@@ -84,7 +84,7 @@ def correct_command(
         raise JoyfulError(f"{store}: no such correction store (`joyful serve --store` creates one)")
     labels = None
     if model is not None:
-        from joyful.checkpoint import load_checkpoint
+        from joyful.training.checkpoint import load_checkpoint
 
         labels = load_checkpoint(model)[1].label_set.labels
     with CorrectionStore(store) as db:

@@ -24,13 +24,13 @@ from joyful.api import Joyful, as_dialogue_set, integer_label_names
 from joyful.atomic import atomic_write_text
 from joyful.errors import JoyfulError
 from joyful.io.readers import parse_spec
-from joyful.plots import plot_confusion_matrix, plot_per_class_f1, plot_training_curves, plot_tsne
-from joyful.tsne import MAX_POINTS, MIN_POINTS, embed, labelled_subsample
+from joyful.analysis.plots import plot_confusion_matrix, plot_per_class_f1, plot_training_curves, plot_tsne
+from joyful.analysis.tsne import MAX_POINTS, MIN_POINTS, embed, labelled_subsample
 
 #: The t-SNE subsample and layout seed: fixed, so a report is a function of the run and the data.
 TSNE_SEED = 0
 
-#: Columns of history.csv that the training curves need (written by ``joyful.api.write_history``).
+#: Columns of history.csv that the training curves need (written by :func:`joyful.training.members.train_members`).
 HISTORY_COLUMNS = ("epoch", "loss_all", "loss_ce", "loss_mf", "loss_ct")
 
 

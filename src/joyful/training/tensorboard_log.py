@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from joyful.training import EpochRecord
+from joyful.training.loop import EpochRecord
 
 #: Validation scores logged per epoch (the same ones history.csv keeps).
 VALID_SCORES = ("accuracy", "weighted_f1", "macro_f1")

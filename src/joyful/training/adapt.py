@@ -23,7 +23,8 @@ from joyful.api import DataLike, Joyful
 from joyful.batching import IGNORE_INDEX, EncodedDialogue, encode_dialogues
 from joyful.data.schema import DialogueSet
 from joyful.errors import DataError, JoyfulError
-from joyful.training import evaluate_encoded, predict_probabilities, train
+from joyful.training.inference import evaluate_encoded, predict_probabilities
+from joyful.training.loop import train
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 
 from joyful.batching import EncodedDialogue
 from joyful.model import JoyfulModel
-from joyful.training import predict_probabilities
+from joyful.training.inference import predict_probabilities
 
 
 def _occluded(d: EncodedDialogue, modalities: Sequence[str], rows: slice | int) -> EncodedDialogue:

@@ -1,0 +1,1 @@
+"""Everything that analyses a trained model: metrics, plots, t-SNE, the HTML report, explanations."""
