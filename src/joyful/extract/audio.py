@@ -161,7 +161,7 @@ AUDIO_FEATURE_SETS: dict[str, AudioFeatureSet] = {
         "librosa",
         LIBROSA_WIDTH,
         lambda: librosa_functionals,
-        {"version": 1, "librosa": package_version("librosa"), "sample_rate": SAMPLE_RATE},
+        {"version": 1, "librosa": package_version("librosa"), "av": package_version("av"), "sample_rate": SAMPLE_RATE},
         "librosa",
     ),
     **{
@@ -172,6 +172,7 @@ AUDIO_FEATURE_SETS: dict[str, AudioFeatureSet] = {
             {
                 "version": 1,
                 "opensmile": package_version("opensmile"),
+                "av": package_version("av"),
                 "feature_set": member,
                 "sample_rate": SAMPLE_RATE,
             },

@@ -2,9 +2,11 @@
 
 Each result is one ``.npy`` file named by a hash of everything that determines it: the
 recording's content hash, the segment, the feature set and its settings (including the
-library version that computes it). A renamed or copied recording therefore still hits
-the cache, and a changed one or a new library release never does. Files are written to
-a temporary name and renamed, so a run killed at any instant leaves only whole results.
+versions of the library that computes it and of PyAV, whose FFmpeg decodes it). A
+renamed or copied recording therefore still hits the cache, and a changed one or a new
+library release never does. Files are written to a temporary name and renamed, so a run
+killed at any instant leaves only whole results, and several processes or machines
+computing the same result at once leave one whole copy of it.
 A result "no face in any frame" is cached too (as an empty array): it is as costly to
 find as a vector. Results are loaded with ``allow_pickle=False``: the cache holds
 numbers only, and nothing in it is ever unpickled.

@@ -47,12 +47,31 @@ def extract_command(
     ] = DEFAULT_VISUAL_FEATURES,
     fps: Annotated[float, typer.Option(help="Video frames sampled per second for visual features.")] = DEFAULT_FPS,
     workers: Annotated[
-        Optional[int], typer.Option(help="Worker processes for audio/visual extraction (default: min(2, CPUs)).")
+        Optional[int],
+        typer.Option(
+            help="Worker processes for audio/visual extraction (default: min(2, CPUs)); with --engine dask and "
+            "no --scheduler, the LocalCluster's workers (ignored with --scheduler)."
+        ),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Where audio/visual extraction runs: local (worker processes here) or dask (a Dask LocalCluster, "
+            "or the cluster of --scheduler; needs the cluster extra: pip install 'joyful\\[cluster]')."
+        ),
+    ] = "local",
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Address of a running Dask scheduler (e.g. tcp://HOST:8786) for --engine dask; its workers must "
+            "see the recordings and --cache at the same paths (shared storage such as NFS)."
+        ),
     ] = None,
     cache: Annotated[
         Optional[Path],
         typer.Option(help="Directory of per-utterance results, so a rerun resumes (default: OUT.cache)."),
     ] = None,
+    device: Annotated[str, typer.Option(help="Where the text encoder runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Build text, audio and visual features from recordings listed in a manifest.
@@ -72,6 +91,9 @@ def extract_command(
         workers=workers,
         progress=not quiet,
         cache_dir=cache,
+        device=device,
+        engine=engine,
+        scheduler=scheduler,
     )
     typer.echo(f"joyful: {report.summary()}", err=True)
     counts = report.sidecar(str(out))["counts"]

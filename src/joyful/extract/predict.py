@@ -60,6 +60,7 @@ def extract_for_model(
         workers=workers,
         progress=progress,
         cache_dir=cache_dir,
+        device=str(clf.device),
     )
     if "t" in report.widths:  # else texts without features go to the model, which encodes them itself
         _check_width("t", report.widths["t"], info.widths.get("t"), report.manifest)

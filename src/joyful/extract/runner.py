@@ -2,9 +2,14 @@
 
 The work is split where it is cheapest to share: recordings are hashed and probed once
 each, then every (utterance, modality) pair not already in the result cache becomes one
-task for a pool of worker processes, and its result is cached the moment it arrives, so
-a run killed at any point resumes where it stopped. Texts are encoded in the main
-process in one batch through :class:`TextEncoder`, which has a cache of its own.
+task, and whoever computes a result writes it to the cache at once, so a run killed at
+any point resumes where it stopped. Tasks run on a pool of local worker processes
+(``engine="local"``) or on a Dask cluster (``engine="dask"``: a LocalCluster, or the
+workers of a running scheduler, which then need the recordings and the cache on storage
+they share). Every task computes on one BLAS/OpenMP thread wherever it runs, so the
+dataset is byte-identical whichever engine, worker or run computed which result. Texts
+are encoded in the main process in one batch through :class:`TextEncoder`, which has a
+cache of its own.
 
 A recording that cannot be read fails only the utterances that use it: they are
 reported (naming the manifest row, dialogue, utterance and file), their audio/visual
@@ -14,6 +19,7 @@ features are marked missing (NaN rows), and everything else goes on.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -21,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +43,7 @@ from joyful.errors import JoyfulError
 from joyful.extract.audio import audio_extractor, audio_feature_set
 from joyful.extract.cache import ResultCache, package_version, result_key
 from joyful.extract.manifest import Manifest, ManifestRow, read_manifest
-from joyful.extract.media import MediaError, MediaInfo, decode_audio, probe, require_ffmpeg, sample_frames, sha256_file
+from joyful.extract.media import MediaError, MediaInfo, decode_audio, probe, sample_frames, sha256_file
 from joyful.extract.visual import face_features, visual_feature_set
 
 #: What a modality is called in messages and in the sidecar's failure list.
@@ -44,6 +51,8 @@ KIND = {"t": "text", "a": "audio", "v": "visual"}
 SIDECAR_SUFFIX = ".extraction.json"
 CACHE_SUFFIX = ".cache"
 SIDECAR_FORMAT = "joyful-extraction/1"
+#: Where audio/visual tasks run: local worker processes, or a Dask cluster.
+ENGINES = ("local", "dask")
 
 
 def default_workers() -> int:
@@ -149,6 +158,9 @@ def extract_dataset(
     workers: int | None = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> ExtractionReport:
     """Extract, then write the dataset (JSONL) and its sidecar; the cache defaults to ``OUT.cache/``.
 
@@ -169,6 +181,9 @@ def extract_dataset(
         workers=workers,
         progress=progress,
         cache_dir=cache_dir,
+        device=device,
+        engine=engine,
+        scheduler=scheduler,
     )
     write_jsonl(data.dialogues, out)
     atomic_write_text(sidecar_path(out), json.dumps(report.sidecar(str(out)), indent=2, ensure_ascii=False) + "\n")
@@ -185,6 +200,9 @@ def dialogues_from_manifest(
     workers: int | None = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> tuple[DialogueSet, ExtractionReport]:
     """Dialogues with features for every utterance of ``manifest``, and a report of what happened.
 
@@ -193,21 +211,32 @@ def dialogues_from_manifest(
     the modality's width: empty text, no recording, a recording without that stream, no
     face in any frame, or a failure (also listed in ``report.failures``). The result
     cache defaults to ``extract/`` in the user cache (``$JOYFUL_CACHE_DIR`` or
-    ``~/.cache/joyful``), shared safely because results are keyed by content.
+    ``~/.cache/joyful``), shared safely because results are keyed by content. ``device``
+    is where the text encoder runs (audio and visual features are computed on the CPU).
+    ``engine`` runs the audio/visual tasks in ``workers`` local processes (``"local"``)
+    or on Dask (``"dask"``): a LocalCluster of ``workers`` processes, or the cluster of
+    the running ``scheduler`` (e.g. ``tcp://host:8786``), whose workers must see the
+    recordings and ``cache_dir`` at the same paths.
     """
     started = time.perf_counter()
     manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
-    encoder = _text_encoder(text_encoder, progress)
+    encoder = _text_encoder(text_encoder, progress, device)
     audio = None if _off(audio_features) else audio_feature_set(audio_features)
     visual = None if _off(visual_features) else visual_feature_set(visual_features)
     for spec in (audio, visual):
         if spec is not None and package_version(spec.package) is None:
             raise JoyfulError(f"feature set {spec.name!r} needs {spec.package}: pip install 'joyful[extract]'")
+    if (audio is not None or visual is not None) and package_version("av") is None:
+        raise JoyfulError("decoding recordings needs PyAV (av): pip install 'joyful[extract]'")
     if not (isinstance(fps, (int, float)) and 0 < fps <= 120):
         raise JoyfulError(f"--fps must be a number of frames per second in (0, 120], got {fps!r}")
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise JoyfulError(f"--workers must be at least 1, got {workers}")
+    if engine not in ENGINES:
+        raise JoyfulError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if scheduler is not None and engine != "dask":
+        raise JoyfulError(f"--scheduler {scheduler} needs --engine dask")
 
     widths = {}
     if encoder is not None:
@@ -226,7 +255,6 @@ def dialogues_from_manifest(
     )
     vectors: dict[str, dict[int, np.ndarray]] = {m: {} for m in widths}
     if audio is not None or visual is not None:
-        require_ffmpeg()
         cache = ResultCache(Path(cache_dir) if cache_dir is not None else default_cache_dir() / "extract")
         specs = {}
         if audio is not None:
@@ -234,8 +262,9 @@ def dialogues_from_manifest(
         if visual is not None:
             specs["v"] = (visual.name, {**visual.settings, "fps": float(fps)}, visual.width)
         report.feature_settings = {m: settings for m, (_, settings, _) in specs.items()}
-        with _Workers(workers) as pool:
+        with _pool(engine, workers, scheduler) as pool:
             _media_features(manifest, specs, float(fps), cache, pool, vectors, report, progress)
+        report.failures.sort(key=lambda f: (f.row, f.modality))  # manifest order, whichever task ended first
     if encoder is not None:
         todo = [i for i, r in enumerate(manifest.rows) if r.text]
         vectors["t"] = dict(zip(todo, encoder.encode([manifest.rows[i].text for i in todo]), strict=True))
@@ -252,10 +281,14 @@ def _off(spec: str | TextEncoder | None) -> bool:
     return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none"))
 
 
-def _text_encoder(spec: str | TextEncoder | None, progress: bool) -> TextEncoder | None:
+def _text_encoder(spec: str | TextEncoder | None, progress: bool, device: str = "auto") -> TextEncoder | None:
     if isinstance(spec, TextEncoder):
         return spec
-    return None if _off(spec) else TextEncoder(spec, show_progress=progress)
+    if _off(spec):
+        return None
+    from joyful.training.device import resolve_device
+
+    return TextEncoder(spec, show_progress=progress, device=str(resolve_device(device)))
 
 
 # --------------------------------------------------------------------------- audio and visual
@@ -270,34 +303,42 @@ def _media_features(
     specs: dict[str, Spec],
     fps: float,
     cache: ResultCache,
-    pool: _Workers,
+    pool: _Workers | _DaskWorkers,
     vectors: dict[str, dict[int, np.ndarray]],
     report: ExtractionReport,
     progress: bool,
 ) -> None:
-    """Fill ``vectors`` for the audio/visual modalities in ``specs``: from the cache, else by the workers."""
+    """Fill ``vectors`` for the audio/visual modalities in ``specs``: from the cache, else by the workers.
+
+    The workers write each result to the cache themselves (the task carries the cache's
+    path), so on a cluster a result survives the loss of this process as soon as it exists.
+    """
     for m in specs:
         report.computed[m] = report.cached[m] = 0
     inspected = _inspect_media(manifest, list(specs), pool, report, progress)
     jobs = _cached_or_todo(manifest, inspected, specs, cache, vectors, report)
     rows = manifest.rows
-    tasks = [(m, specs[m][0], str(rows[i].media), rows[i].start, rows[i].end, fps) for i, m, _ in jobs]
+    directory = str(cache.directory.resolve())
+    tasks = [
+        (directory, key, m, specs[m][0], str(rows[i].media), rows[i].start, rows[i].end, fps) for i, m, key in jobs
+    ]
     quiet = not progress or not jobs
     with tqdm(total=len(jobs), desc="Extracting audio/visual features", unit="result", disable=quiet) as bar:
-        for (i, m, key), outcome in pool.map(_compute, tasks, keys=jobs):
+        for (i, m, _), outcome in pool.map(_compute, tasks, keys=jobs):
             bar.update()
+            if isinstance(outcome, JoyfulError):  # the cache cannot be written: not the recording's fault
+                raise outcome
             if isinstance(outcome, BaseException):
                 _warn(f"{manifest.source}: {_row_text(rows[i])}: {KIND[m]}: {_reason(outcome)}")
                 report.failures.append(_failure(rows[i], m, outcome))
                 continue
-            cache.put(key, outcome)
             report.computed[m] += 1
             if outcome is not None:
                 vectors[m][i] = outcome
 
 
 def _inspect_media(
-    manifest: Manifest, modalities: list[str], pool: _Workers, report: ExtractionReport, progress: bool
+    manifest: Manifest, modalities: list[str], pool: _Workers | _DaskWorkers, report: ExtractionReport, progress: bool
 ) -> dict[Path, tuple[str, MediaInfo]]:
     """Content hash and streams of every recording; one that cannot be read fails all its utterances."""
     users: dict[Path, list[ManifestRow]] = {}
@@ -357,27 +398,78 @@ def _inspect(path: Path) -> tuple[str, MediaInfo]:
     return sha256_file(path), probe(path)
 
 
-def _compute(task: tuple[str, str, str, float | None, float | None, float]) -> np.ndarray | None:
-    """Worker task: one utterance's audio or visual vector, ``None`` when no face was seen."""
-    modality, name, path, start, end, fps = task
-    if modality == "a":
-        return audio_extractor(name)(decode_audio(Path(path), start, end))
-    frames = sample_frames(Path(path), start, end, fps)
-    return face_features(frames)
+def _compute(task: tuple[str, str, str, str, str, float | None, float | None, float]) -> np.ndarray | None:
+    """Worker task: one utterance's audio or visual vector (``None``: no face seen), written to the cache.
+
+    Computed on one BLAS/OpenMP thread wherever it runs (in the main process, a local
+    worker or a Dask worker): a reduction split over another number of threads rounds
+    differently, and a resumed or distributed run mixes results of all kinds. The pools
+    already use every core they are given, so nothing is lost.
+    """
+    from threadpoolctl import threadpool_limits
+
+    directory, key, modality, name, path, start, end, fps = task
+    with threadpool_limits(1):
+        if modality == "a":
+            vector = audio_extractor(name)(decode_audio(Path(path), start, end))
+        else:
+            vector = face_features(sample_frames(Path(path), start, end, fps))
+    ResultCache(directory).put(key, vector)
+    return vector
 
 
 def _init_worker() -> None:
-    """One thread per worker (the pool already uses every core it is given); Ctrl-C is the main process's.
+    """Ctrl-C is the main process's: it stops handing out work and waits for the results in progress.
 
-    On Ctrl-C the main process stops handing out work and waits for the results in
-    progress, instead of every worker dying with a traceback of its own.
+    Otherwise every worker would die with a traceback of its own.
     """
     import signal
 
-    from threadpoolctl import threadpool_limits
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threadpool_limits(1)
+
+
+@contextmanager
+def _pool(engine: str, workers: int, scheduler: str | None) -> Iterator[_Workers | _DaskWorkers]:
+    """The workers of ``engine``, shut down (a LocalCluster) or disconnected from (a scheduler) afterwards."""
+    if engine == "local":
+        with _Workers(workers) as pool:
+            yield pool
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise JoyfulError("--engine dask needs Dask distributed: pip install 'joyful[cluster]'") from None
+    if scheduler is None:
+        # Processes of one thread each, as the local pool's; no dashboard (it needs bokeh and a free port).
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield _DaskWorkers(client)
+        return
+    import dask
+    from dask.utils import parse_timedelta
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
+    try:
+        client = Client(scheduler, timeout=timeout)
+    except (OSError, ValueError, TypeError) as e:
+        raise JoyfulError(f"cannot reach the Dask scheduler {scheduler} ({e})") from None
+    with client:
+        try:  # else the tasks would wait, silently, for workers that may never come
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise JoyfulError(
+                f"the Dask scheduler {scheduler} has no workers after {timeout:g} s "
+                f"(start them with: dask worker {scheduler} --nthreads 1)"
+            ) from None
+        yield _DaskWorkers(client)
 
 
 class _Workers:
@@ -403,14 +495,8 @@ class _Workers:
         items = list(items)
         keys = items if keys is None else list(keys)
         if self.workers == 1 or len(items) <= 1:
-            # One BLAS/OpenMP thread, as in a worker: a reduction split over another number of
-            # threads rounds differently, and a resumed run mixes results of both kinds.
-            from threadpoolctl import threadpool_limits
-
             for key, item in zip(keys, items, strict=True):
-                with threadpool_limits(1):
-                    outcome = _outcome(fn, item)
-                yield key, outcome
+                yield key, _outcome(fn, item)
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -424,6 +510,40 @@ class _Workers:
                     "a worker process died (out of memory?); finished results are cached, so a rerun resumes"
                 ) from error
             yield futures[future], error if error is not None else future.result()
+
+
+class _DaskWorkers:
+    """Tasks on a Dask cluster, with the interface of :class:`_Workers`.
+
+    Dask reruns the task of a worker that died on another worker; a task that has
+    killed several workers (``KilledWorker``), or a lost scheduler, stops the run, whose
+    finished results are cached.
+    """
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def map(self, fn: Callable, items: Iterable, keys: Iterable | None = None) -> Iterator[tuple[Any, Any]]:
+        """``(key, result or exception)`` for each item, in order of completion; keys default to the items."""
+        from distributed import KilledWorker, as_completed
+
+        items = list(items)
+        keys = items if keys is None else list(keys)
+        if not items:
+            return
+        futures = dict(zip(self.client.map(fn, items, pure=False), keys, strict=True))
+        for future in as_completed(list(futures)):
+            key = futures.pop(future)
+            if future.status == "finished":
+                yield key, future.result()
+                continue
+            error = future.exception() if future.status == "error" else None
+            if error is None or isinstance(error, KilledWorker):
+                raise JoyfulError(
+                    f"the Dask cluster lost the work ({error or future.status}); finished results are cached, "
+                    "so a rerun resumes"
+                ) from error
+            yield key, error
 
 
 def _outcome(fn: Callable, item: Any) -> Any:

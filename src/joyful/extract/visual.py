@@ -60,6 +60,7 @@ VISUAL_FEATURE_SETS: dict[str, VisualFeatureSet] = {
         {
             "version": 1,
             "scikit-image": package_version("scikit-image"),
+            "av": package_version("av"),  # FFmpeg's decoders and scaler, bundled in PyAV's wheels
             "crop": CROP,
             "min_face": [MIN_FACE, MIN_FACE_PIXELS],
             "scale_step": SCALE_STEP,
