@@ -95,8 +95,9 @@ def train(
     if initial_score is not None:
         best_score = initial_score
         best_state = _snapshot(model)
-    # DDP averages the gradients of the processes after every backward pass; unused
-    # parameters (a modality's missing-value stand-in, say) are expected.
+    # DDP averages the gradients of the processes after every backward pass. No parameter of
+    # the configurations probed sits out a forward pass, but a graph without some relation
+    # type or modality must not stop a long run, so DDP is told to look (one warning if none).
     net = (
         torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
