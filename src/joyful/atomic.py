@@ -58,16 +58,27 @@ def atomic_write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) ->
     atomic_write_text(path, buffer.getvalue())
 
 
-def atomic_copy_tree(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Copy a directory so that ``target`` is either absent, the old copy, or the complete new one."""
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """A staging directory that replaces ``target`` once the block completes.
+
+    ``target`` is at every moment absent, the old directory, or the complete new one, so
+    a crash never leaves a half-written model directory that a later run would trust.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
+        yield staging
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def atomic_copy_tree(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a directory atomically (see :func:`atomic_directory`)."""
+    with atomic_directory(target) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)

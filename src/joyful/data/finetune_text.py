@@ -16,7 +16,6 @@ training utterance the features of an encoder tuned on the *other* folds of dial
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from joyful.atomic import atomic_directory
 from joyful.data.context_text import contextual_texts
 from joyful.data.labels import LabelSet
 from joyful.data.schema import DialogueSet
@@ -78,16 +78,8 @@ def finetune_text_encoder(
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update()
     model.eval()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         model.save(str(staging))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
