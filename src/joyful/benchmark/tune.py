@@ -34,6 +34,7 @@ import json
 import multiprocessing
 import os
 import socket
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -50,6 +51,7 @@ from joyful.io.readers import read_dialogues
 STUDY_FILE = "study.sqlite"
 CV_FILE = "cv.json"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+SCHEMA_ATTEMPTS = 5
 """Recorded with each trial, so a shared study shows which worker ran it."""
 
 
@@ -160,14 +162,22 @@ def _open_storage(url: str, optuna: Any) -> Any:
         raise JoyfulError(f"--storage {shown!r}: give a database URL, e.g. sqlite:///search.db or "
                           "postgresql://user@host/dbname")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=300)
-    except ModuleNotFoundError as e:
-        raise JoyfulError(f"--storage {shown}: the database driver {e.name!r} is not installed "
-                          "(PostgreSQL: pip install 'joyful[postgres]')") from None
-    except Exception as e:  # SQLAlchemy's connection and URL errors
-        raise JoyfulError(f"--storage {shown}: cannot open the study database "
-                          f"({_without_password(str(e).splitlines()[0])})") from None
+    attempt = 1
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=300)
+        except ModuleNotFoundError as e:
+            raise JoyfulError(f"--storage {shown}: the database driver {e.name!r} is not installed "
+                              "(PostgreSQL: pip install 'joyful[postgres]')") from None
+        except Exception as e:  # SQLAlchemy's connection and URL errors
+            reason = _without_password(str(e).splitlines()[0])
+            # Workers that start together on a new database race to create its tables; the
+            # loser finds them made when it tries again.
+            if attempt < SCHEMA_ATTEMPTS and any(m in reason for m in ("already exists", "locked", "UNIQUE")):
+                time.sleep(0.5 * attempt)
+                attempt += 1
+                continue
+            raise JoyfulError(f"--storage {shown}: cannot open the study database ({reason})") from None
 
 
 def _without_password(text: str) -> str:
