@@ -100,7 +100,8 @@ class Joyful:
         return str(resolve_device(self.config.device))
 
     def prepare(
-        self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True, text_origin: str | None = None
+        self, data: DataLike, *, role: str, label_set: LabelSet, progress: bool = True, text_origin: str | None = None,
+        encode_texts: bool = True,
     ) -> DialogueSet:
         """Read, apply the label set's filtering, and add text features where only text is given.
 
@@ -108,11 +109,12 @@ class Joyful:
         came with, so one set can be given to models with different text encoders.
         ``text_origin`` is what kind of text vectors the model learnt from (default: as
         recorded with the loaded model); see :mod:`joyful.data.text_features` for the rule.
+        ``encode_texts=False`` leaves texts without vectors (cross-fitting gives them their own).
         """
         names = integer_label_names(self.config.label_set)
         ds = label_set.apply(as_dialogue_set(data, role=role, int_label_names=names))
         ds = DialogueSet([dataclasses.replace(d, features=dict(d.features)) for d in ds], ds.source)
-        if "t" in self.config.modalities:
+        if "t" in self.config.modalities and encode_texts:
             if text_origin is None:
                 text_origin = self.info.extra.get("text_features", ENCODER) if self.info is not None else ENCODER
             ensure_text_features(ds, self._text_encoder(progress), context=self.config.text_context, origin=text_origin)
@@ -151,7 +153,10 @@ class Joyful:
         text_origin = (
             text_feature_origin(labelled, self._text_encoder(progress), c.text_context) if "t" in c.modalities else None
         )
-        train_set = self.prepare(raw_train, role="train", label_set=label_set, progress=progress, text_origin=ENCODER)
+        # with a tuned encoder the training texts get out-of-fold vectors below, never the tuned encoder's
+        train_set = self.prepare(
+            raw_train, role="train", label_set=label_set, progress=progress, text_origin=ENCODER, encode_texts=not tune_text
+        )
         if not train_set.labels_found():
             raise DataError(train_set.source, "no labelled utterance to train on", field="label")
         if tune_text:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -28,6 +27,7 @@ from joyful.data.context_text import contextual_texts
 from joyful.data.labels import LabelSet
 from joyful.data.schema import DialogueSet
 from joyful.data.text_encoder import TextEncoder
+from joyful.data.text_features import ensure_text_features
 
 
 def finetune_text_encoder(
@@ -99,11 +99,12 @@ def cross_fitted_text_features(
     device: str = "cpu",
     progress: bool = True,
 ) -> None:
-    """Replace the text vectors of ``train`` (in place) by out-of-fold ones.
+    """Give the texts of ``train`` (in place; they come without vectors) out-of-fold text vectors.
 
     The dialogues are dealt into ``folds`` folds in a seeded random order; for each fold an
     encoder is tuned on the others (in ``scratch``, removed afterwards, its vectors never
-    cached on disk) and embeds the fold's non-empty texts. Empty texts stay missing.
+    cached on disk) and embeds the fold's non-empty texts by the rule every input follows
+    (:func:`joyful.data.text_features.ensure_text_features`). Empty texts stay missing.
     """
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
     dialogues = train.dialogues
@@ -117,16 +118,8 @@ def cross_fitted_text_features(
         )
         try:
             fold_encoder = TextEncoder(str(target), persistent_cache=False, show_progress=progress, device=device)
-            held_dialogues = [dialogues[i] for i in sorted(held)]
-            said = [np.array([t.strip() != "" for t in d.texts], dtype=bool) for d in held_dialogues]
-            strings = [s for d, r in zip(held_dialogues, said) for s, keep in zip(contextual_texts(d, context), r) if keep]
-            vectors = fold_encoder.encode(strings)
-            start = 0
-            for d, r in zip(held_dialogues, said):
-                n = int(r.sum())
-                d.features["t"] = d.features["t"].copy()
-                d.features["t"][r] = vectors[start : start + n]
-                start += n
+            held_set = DialogueSet([dialogues[i] for i in sorted(held)], train.source)
+            ensure_text_features(held_set, fold_encoder, context=context)
         finally:
             shutil.rmtree(target, ignore_errors=True)
     shutil.rmtree(scratch, ignore_errors=True)
