@@ -18,6 +18,8 @@ from joyful.errors import JoyfulError
 
 AUGMENTATIONS = ("FM", "EP", "GP")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Fields that say where a run computes, not what it is: runs that differ only in them are the same run.
+RUNTIME_FIELDS = ("device",)
 
 
 @dataclass
@@ -273,3 +275,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 __all__ = ["JoyfulConfig", "PRESETS", "OFFICIAL_AUGMENTATION"]
+
+
+def changed_fields(expected: dict[str, Any], stored: dict[str, Any]) -> list[str]:
+    """Config fields in which a stored run or study differs from ``expected``, sorted.
+
+    A field missing from ``stored`` (added by a later version) counts as its default, and
+    :data:`RUNTIME_FIELDS` are ignored.
+    """
+    defaults = JoyfulConfig().to_dict()
+    expected, stored = {**defaults, **expected}, {**defaults, **stored}
+    return sorted(k for k in expected.keys() | stored.keys() if k not in RUNTIME_FIELDS and expected.get(k) != stored.get(k))

@@ -18,7 +18,7 @@ from typing import Any
 from joyful import __version__
 from joyful.atomic import atomic_write_text
 from joyful.benchmark.gridfile import Cell
-from joyful.config import JoyfulConfig
+from joyful.config import changed_fields
 from joyful.errors import JoyfulError
 
 RESULT = "result.json"
@@ -97,13 +97,7 @@ def check_resumable(
     Otherwise editing a grid file and rerunning would silently mix old and new runs in
     one mean.
     """
-    expected = cell.config(seed).to_dict()
-    # A field added by a later version is unchanged when the grid keeps its default; where
-    # a run computed (device) does not change what it is.
-    stored = {**JoyfulConfig().to_dict(), **record.get("config", {})}
-    changed = sorted(
-        k for k in expected.keys() | stored.keys() if k not in RUNTIME_FIELDS and expected.get(k) != stored.get(k)
-    )
+    changed = changed_fields(cell.config(seed).to_dict(), record.get("config", {}))
     if record.get("eval_edge_noise") != cell.eval_edge_noise:
         changed.append("eval_edge_noise")
     if record.get("fold") != fold:
@@ -118,7 +112,5 @@ def check_resumable(
             "delete it (or its results directory) to rerun, or choose another --out"
         )
 
-
-RUNTIME_FIELDS = ("device",)
 
 __all__ = ["RESULT", "SCORES", "run_dir", "run_one", "load_result", "check_resumable"]

@@ -41,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from joyful.atomic import atomic_write_text
-from joyful.benchmark.run import RUNTIME_FIELDS
 from joyful.benchmark.folds import FOLDS_FILE, CVSpec, Fold, make_folds, pool, split, write_assignment
-from joyful.config import JoyfulConfig
+from joyful.config import JoyfulConfig, changed_fields
 from joyful.data.labels import resolve_label_set
 from joyful.errors import JoyfulError
 from joyful.io.readers import read_dialogues
@@ -188,9 +187,8 @@ def _without_password(text: str) -> str:
 
 
 def _setting(base: JoyfulConfig, cv: CVSpec | None) -> dict[str, Any]:
-    """What the trials of one study must share; where a worker computes (its device) may differ."""
-    fields = {k: v for k, v in base.to_dict().items() if k not in RUNTIME_FIELDS}
-    return {"base_config": fields, "cv": _cv_setting(cv)}
+    """What the trials of one study must share (compared by :func:`changed_fields`: devices may differ)."""
+    return {"base_config": base.to_dict(), "cv": _cv_setting(cv)}
 
 
 def _check_study_setting(study: Any, out: Path, base: JoyfulConfig, cv: CVSpec | None, storage: str | None) -> None:
@@ -208,7 +206,7 @@ def _check_study_setting(study: Any, out: Path, base: JoyfulConfig, cv: CVSpec |
             raise JoyfulError(f"{out / CV_FILE}: cannot read the study's cross-validation setting ({e})") from None
         stored = _setting(JoyfulConfig.from_json(out / "base_config.json"), None) | {"cv": cv_stored}
     where = _without_password(storage) if storage else str(out)
-    if stored and {**JoyfulConfig().to_dict(), **stored["base_config"]} != {**JoyfulConfig().to_dict(), **mine["base_config"]}:
+    if stored and changed_fields(mine["base_config"], stored["base_config"]):
         raise JoyfulError(f"{where}: holds a study of another base config; use a new --out" +
                           (" or --study-name" if storage else ""))
     elif stored and stored.get("cv", _cv_setting(None)) != mine["cv"]:
