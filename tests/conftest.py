@@ -52,3 +52,19 @@ def tiny_config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "tiny.json"
     path.write_text(json.dumps(TINY))
     return path
+
+
+@pytest.fixture
+def fit_seeds(monkeypatch) -> list[int]:
+    """The seed of every ``Joyful.fit`` call from here on (each still trains), in call order."""
+    from joyful import Joyful
+
+    seeds: list[int] = []
+    original = Joyful.fit
+
+    def counting_fit(self, *args, **kwargs):
+        seeds.append(self.config.seed)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Joyful, "fit", counting_fit)
+    return seeds

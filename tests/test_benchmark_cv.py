@@ -236,22 +236,14 @@ def test_paired_tests_match_hand_computed_values(tmp_path):
 # ---------------------------------------------------------------- resuming and parallel runs
 
 
-def test_rerun_skips_finished_runs_and_retrains_only_a_deleted_one(finished, monkeypatch):
+def test_rerun_skips_finished_runs_and_retrains_only_a_deleted_one(finished, fit_seeds):
     grid, out, _ = finished
     target = out / "runs/mlp/fold-2/seed-1/result.json"
     before = json.loads(target.read_text())
     target.unlink()
-    calls = []
-    original = Joyful.fit
-
-    def counting_fit(self, *args, **kwargs):
-        calls.append(self.config.seed)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Joyful, "fit", counting_fit)
     result = benchmark(grid, out)
     assert result.exit_code == 0, result.output
-    assert "skipped 11 finished, 1 to run" in result.output and calls == [1]
+    assert "skipped 11 finished, 1 to run" in result.output and fit_seeds == [1]
     assert json.loads(target.read_text())["metrics"] == before["metrics"]
 
 

@@ -128,22 +128,14 @@ def test_rerun_of_a_finished_grid_trains_nothing(finished, monkeypatch):
     assert len(read_csv(out / "runs.csv")) == 4
 
 
-def test_a_deleted_result_reruns_exactly_that_run(finished, monkeypatch):
+def test_a_deleted_result_reruns_exactly_that_run(finished, fit_seeds):
     grid, out, _ = finished
     target = out / "runs/noisy/seed-2/result.json"
     before = json.loads(target.read_text())
     target.unlink()
-    calls = []
-    original = Joyful.fit
-
-    def counting_fit(self, *args, **kwargs):
-        calls.append(self.config.seed)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Joyful, "fit", counting_fit)
     result = benchmark(grid, out)
     assert result.exit_code == 0, result.output
-    assert calls == [2] and "skipped 3 finished, 1 to run" in result.output
+    assert fit_seeds == [2] and "skipped 3 finished, 1 to run" in result.output
     assert json.loads(target.read_text())["metrics"] == before["metrics"]  # same seed, same result on CPU
 
 
