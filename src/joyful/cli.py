@@ -145,6 +145,13 @@ def train(
     typer.echo(json.dumps(summary))
 
 
+def _load(model: Path, device: str | None, precision: str | None):
+    """A saved model on the device and in the precision asked for (default: auto, fp32)."""
+    from joyful.api import Joyful
+
+    return Joyful.load(model, device=device or "auto", precision=precision or "fp32")
+
+
 def _base_config(preset: str, config: Path | None):
     """The preset, with the fields of a ``--config`` JSON file applied over it."""
     from joyful.config import JoyfulConfig
@@ -178,9 +185,7 @@ def evaluate(
     precision: PrecisionOption = None,
 ) -> None:
     """Score a model on labelled data: accuracy, weighted/macro F1, per-class F1, confusion matrix."""
-    from joyful.api import Joyful
-
-    metrics = Joyful.load(model, device=device or "auto", precision=precision or "fp32").evaluate(data, progress=not as_json)
+    metrics = _load(model, device, precision).evaluate(data, progress=not as_json)
     if plot is not None:
         from joyful.analysis.plots import plot_confusion_matrix
 
@@ -224,12 +229,12 @@ def predict(
     precision: PrecisionOption = None,
 ) -> None:
     """Label every utterance: one JSON line each with dialogue, index, speaker, label, probabilities."""
-    from joyful.api import Joyful, write_predictions
+    from joyful.api import write_predictions
     from joyful.errors import JoyfulError
 
     if (data is None) == (manifest is None):
         raise JoyfulError("give either --data (dialogues) or --manifest (recordings)")
-    clf = Joyful.load(model, device=device or "auto", precision=precision or "fp32")
+    clf = _load(model, device, precision)
     failed = 0
     if manifest is not None:
         from joyful.extract.predict import extract_for_model
@@ -266,15 +271,14 @@ def finetune(
     """Adapt a model to human corrections or on-site data, with replay; print validation scores before and after."""
     import os
 
-    from joyful.training.adapt import adapt, save_adapted, stored_corrections
-    from joyful.api import Joyful
     from joyful.data.schema import DialogueSet
     from joyful.errors import JoyfulError
     from joyful.io.readers import parse_spec
+    from joyful.training.adapt import adapt, save_adapted, stored_corrections
 
     if corrections is None and data is None:
         raise JoyfulError("give --corrections (a correction store) and/or --data (labelled dialogues)")
-    clf = Joyful.load(model, device=device or "auto", precision=precision or "fp32")
+    clf = _load(model, device, precision)
     new = []
     if corrections is not None:
         new += stored_corrections(corrections).dialogues
