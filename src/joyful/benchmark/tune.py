@@ -224,19 +224,19 @@ def _check_study_setting(study: Any, out: Path, base: JoyfulConfig, cv: CVSpec |
 
 def _check_same_folds(study: Any, out: Path, folds: list[Fold]) -> None:
     """A resumed cross-validated study must score its new trials on the folds of its old ones."""
-    digest = hashlib.sha256(json.dumps([f.to_dict() for f in folds], sort_keys=True).encode()).hexdigest()
+    mine = [f.to_dict() for f in folds]
+    digest = hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()
     stored = study.user_attrs.get("folds_sha256")
-    if stored is None:
-        try:  # a study from before the folds were kept in it
-            legacy = json.loads((out / FOLDS_FILE).read_text())["folds"]
+    if stored is None:  # a new study, or one from before the folds were kept in it: its folds.json, if any
+        try:
+            same = json.loads((out / FOLDS_FILE).read_text())["folds"] == mine
         except (OSError, json.JSONDecodeError, KeyError, TypeError):
-            legacy = None
-        if legacy is not None and legacy != [f.to_dict() for f in folds]:
-            stored = "other"
-        else:
+            same = True
+        if same:
             study.set_user_attr("folds_sha256", digest)
-            return
-    if stored != digest:
+    else:
+        same = stored == digest
+    if not same:
         raise JoyfulError(f"{out / FOLDS_FILE}: the study's earlier trials were scored on other folds (has the data "
                           "changed?); use a new --out")
 
