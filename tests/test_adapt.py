@@ -11,9 +11,9 @@ import torch
 
 from conftest import TINY, WIDTHS
 from joyful import Joyful, JoyfulConfig
-from joyful.training.adapt import adapt
 from joyful.corrections import CorrectionStore
 from joyful.synthetic import generate_dialogues
+from joyful.training.adapt import adapt
 
 
 @pytest.fixture(scope="module")

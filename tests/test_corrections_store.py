@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from joyful.cli import app
 from joyful.corrections import Correction, CorrectionStore
 from joyful.data.schema import Dialogue
 from joyful.errors import DataError, JoyfulError
-from joyful.cli import app
 from service_fixtures import file_bytes, served_model_dir  # noqa: F401 - served_model_dir is a fixture
 
 LABELS = ("hap", "sad", "neu")

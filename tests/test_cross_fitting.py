@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from joyful import Joyful, JoyfulConfig
 from joyful.data import finetune_text
 from joyful.data.labels import resolve_label_set
 from joyful.data.schema import DialogueSet, missing_matrix
 from joyful.data.text_encoder import TextEncoder
 from joyful.errors import DataError, JoyfulError
-from joyful import Joyful, JoyfulConfig
 from joyful.synthetic import generate_dialogues
 
 

@@ -15,9 +15,9 @@ from joyful.batching import collate, encode_dialogues
 from joyful.benchmark.gridfile import Cell
 from joyful.benchmark.run import check_resumable
 from joyful.data.labels import resolve_label_set
-from joyful.training.device import check_precision, resolve_device
 from joyful.errors import JoyfulError
 from joyful.synthetic import generate_dialogues
+from joyful.training.device import check_precision, resolve_device
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 

@@ -18,8 +18,8 @@ from sklearn.metrics import f1_score
 from conftest import TINY
 from joyful import Joyful, JoyfulConfig
 from joyful.batching import IGNORE_INDEX, collate, encode_dialogues
-from joyful.training.ensemble import EnsembleModel
 from joyful.model import JoyfulModel
+from joyful.training.ensemble import EnsembleModel
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,8 @@ def test_truncated_file(tmp_path):
         ('{"dialogue": "a", "utterances": {}}', "utterances must be a list"),
         ('{"dialogue": "a", "utterances": ["hi"]}', "utterance must be an object"),
         ('{"dialogue": "a", "utterances": [{"speaker": ["A"]}]}', "speaker must be a string"),
-        ('{"dialogue": "a", "utterances": [{"speaker": "A", "label": 1.5}]}', "label must be a string"),
+        ('{"dialogue": "a", "utterances": [{"speaker": "A", "label": true}]}', "label must be a string"),
+        ('{"dialogue": "a", "utterances": [{"speaker": "A", "label": {"x": 1}}]}', "label must be a string"),
         ('{"dialogue": "a", "utterances": [{"speaker": "A", "text": 3}]}', "text must be a string"),
     ],
 )
@@ -197,3 +198,70 @@ def test_writer_refuses_unknown_modality(tmp_path):
     with pytest.raises(ValueError, match="pose"):
         write_jsonl([d], tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+# --- multi-label and regression labels ------------------------------------------------------
+
+
+def labelled(path, labels):
+    """A one-dialogue file whose utterances carry ``labels`` exactly as given (JSON values)."""
+    return write_lines(path, [{"dialogue": "d", "utterances": [{"speaker": "A", "label": x} for x in labels]}])
+
+
+def test_list_labels_become_tuples(tmp_path):
+    (d,) = read_dialogues(labelled(tmp_path / "d.jsonl", [["happy", "sad"], [], None, ["fear"]]))
+    assert d.labels == [("happy", "sad"), (), None, ("fear",)]
+
+
+def test_number_labels_become_floats(tmp_path):
+    (d,) = read_dialogues(labelled(tmp_path / "d.jsonl", [-2.4, 0.0, 1.8, None]))
+    assert d.labels == [-2.4, 0.0, 1.8, None]
+    assert all(type(x) is float for x in d.labels[:3])
+
+
+def test_integer_labels_stay_class_names_unless_decimals_or_regression(tmp_path):
+    path = labelled(tmp_path / "d.jsonl", [0, 2, 1])
+    assert read_dialogues(path).dialogues[0].labels == ["0", "2", "1"]
+    assert read_dialogues(path, task="classification").dialogues[0].labels == ["0", "2", "1"]
+    assert read_dialogues(path, task="regression").dialogues[0].labels == [0.0, 2.0, 1.0]
+    # a sentiment file written by hand: "3" beside "-0.6" is the score 3, in any dialogue of the file
+    recs = [{"dialogue": "a", "utterances": [{"speaker": "A", "label": 3}]},
+            {"dialogue": "b", "utterances": [{"speaker": "A", "label": -0.6}]}]
+    a, b = read_dialogues(write_lines(tmp_path / "s.jsonl", recs))
+    assert (a.labels, b.labels) == ([3.0], [-0.6])
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_nan_or_infinite_number_label_is_refused(tmp_path, literal):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"dialogue": "d", "utterances": [{"speaker": "A", "label": 1.0}, '
+                    f'{{"speaker": "A", "label": {literal}}}]}}\n')
+    with pytest.raises(DataError, match="NaN or infinite") as e:
+        read_dialogues(str(path))
+    assert (e.value.dialogue, e.value.index, e.value.field) == ("d", 1, "label")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("label", "match"),
+    [(["sad", "sad"], "'sad' appears twice"), (["sad", 1], "must hold strings"), (["sad", None], "must hold strings"),
+     ([["sad"]], "must hold strings"), (False, "label must be a string")],
+)
+def test_bad_list_or_boolean_labels(tmp_path, label, match):
+    with pytest.raises(DataError, match=match) as e:
+        read_dialogues(labelled(tmp_path / "d.jsonl", ["x", label] if not isinstance(label, list) else [[], label]))
+    assert (e.value.dialogue, e.value.index, e.value.field) == ("d", 1, "label")
+
+
+def test_round_trip_of_multilabel_and_regression_labels(tmp_path):
+    dialogues = [
+        Dialogue("m", ["A", "A", "A"], texts=["a", "b", "c"], labels=[("happy", "fear"), (), None]),
+        Dialogue("r", ["B", "B"], texts=["x", "y"], labels=[2.0, -0.4]),
+    ]
+    write_jsonl(dialogues, tmp_path / "rt.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "rt.jsonl").read_text().splitlines()]
+    assert [u["label"] for u in lines[0]["utterances"]] == [["happy", "fear"], [], None]
+    assert [u["label"] for u in lines[1]["utterances"]] == [2.0, -0.4]
+    m, r = read_jsonl(tmp_path / "rt.jsonl")
+    assert m.labels == [("happy", "fear"), (), None]
+    assert r.labels == [2.0, -0.4] and all(type(x) is float for x in r.labels)

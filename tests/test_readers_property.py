@@ -340,7 +340,7 @@ def jsonl_dialogue(draw, k: int, faulty, widths: dict, text_on: bool, ids: list)
         elif draw(st.booleans()):
             u["text"] = None
         if coin(draw, 4, faulty):
-            u["label"] = draw(st.sampled_from([1.5, 2.0, True, ["neu"], {"l": 1}]))
+            u["label"] = draw(st.sampled_from([True, {"l": 1}, ["neu", "neu"], ["neu", 1], math.nan]))
             faults.add((did, i, "label", None))
         else:
             lab = draw(st.sampled_from([ABSENT, None, "neu", "", "héllo"]) | st.integers(-5, 99))

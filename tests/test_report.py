@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from conftest import TINY
 from joyful import Joyful, JoyfulConfig
-from joyful.cli import app
 from joyful.analysis.report import write_report
-from joyful.training.tensorboard_log import TensorBoardLogger
-from joyful.training.loop import EpochRecord
 from joyful.analysis.tsne import labelled_subsample, subsample_indices
+from joyful.cli import app
+from joyful.training.loop import EpochRecord
+from joyful.training.tensorboard_log import TensorBoardLogger
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -141,3 +141,156 @@ def test_tensorboard_logger_writes_event_files(tmp_path):
     scalars = EventAccumulator(str(tmp_path / "tb")).Reload()
     assert {"loss/L_all", "loss/L_ct", "valid/weighted_f1"} <= set(scalars.Tags()["scalars"])
     assert [e.step for e in scalars.Scalars("loss/L_ce")] == [1, 2]
+
+
+# ---------------------------------------------------------------------- multilabel and regression
+
+from joyful.analysis import plots  # noqa: E402
+from joyful.analysis.report import emotion_groups  # noqa: E402
+from joyful.io.jsonl import write_jsonl  # noqa: E402
+from joyful.synthetic_mosei import generate_mosei  # noqa: E402
+
+EMOTIONS = ("happy", "sad", "anger", "surprise", "disgust", "fear")
+MOSEI_WIDTHS = {"t": 16, "a": 8, "v": 6}
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """Every figure the plot functions save, kept open for inspection (the files are still written)."""
+    figures = []
+    save = plots._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def multilabel_metrics_example() -> dict:
+    f1 = dict(zip(EMOTIONS, (0.81, 0.62, 0.55, 0.0, 0.47, 0.33), strict=True))
+    return {
+        "task": "multilabel",
+        "labels": list(EMOTIONS),
+        "per_emotion": {
+            e: {"f1": v, "weighted_accuracy": 0.5 + v / 3, "accuracy": 0.9, "threshold": 0.5, "positives": 10 + k}
+            for k, (e, v) in enumerate(f1.items())
+        },
+        "micro_f1": 0.6, "macro_f1": 0.4633, "weighted_f1": 0.58, "subset_accuracy": 0.3, "n_utterances": 120,
+    }
+
+
+def test_per_emotion_f1_bars_are_the_given_scores(drawn, tmp_path):
+    metrics = multilabel_metrics_example()
+    plots.plot_per_emotion_f1(metrics, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").read_bytes()[:8] == PNG
+    (ax,) = drawn[0].axes
+    heights = [bar.get_height() for bar in ax.containers[0]]
+    assert heights == pytest.approx([0.81, 0.62, 0.55, 0.0, 0.47, 0.33])
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == list(EMOTIONS)
+    assert "n=13" in ax.get_xticklabels()[3].get_text()  # surprise: 10 + 3 positives
+    markers = [line for line in ax.lines if line.get_marker() == "D"][0]
+    assert markers.get_ydata() == pytest.approx([0.5 + v / 3 for v in heights])
+
+
+def test_regression_scatter_holds_the_pairs_and_the_identity_line(drawn, tmp_path):
+    y_true, y_pred = [-3.0, -1 / 3, 0.0, 2 / 3, 3.0], [-2.5, 0.1, 0.0, 1.2, 2.0]
+    plots.plot_regression_scatter(y_true, y_pred, {"mae": 0.4, "corr": None}, tmp_path / "scatter.png")
+    assert (tmp_path / "scatter.png").read_bytes()[:8] == PNG
+    (ax,) = drawn[0].axes
+    assert np.allclose(ax.collections[0].get_offsets(), np.column_stack([y_true, y_pred]))
+    (identity,) = ax.lines
+    xs, ys = identity.get_data()
+    assert list(xs) == list(ys) and min(xs) <= -3 and max(xs) >= 3
+    assert "MAE 0.400" in ax.get_title() and "r –" in ax.get_title()
+
+
+def test_residuals_are_prediction_minus_gold_with_a_median_per_gold_unit(drawn, tmp_path):
+    y_true = np.array([-2.0, -2.0, -2.0, 0.0, 0.0, 1.0 / 3, 2.0])
+    y_pred = np.array([-1.0, -1.5, 0.0, 0.5, -0.5, 1.0, 1.0])
+    plots.plot_residuals(y_true, y_pred, tmp_path / "residuals.png")
+    assert (tmp_path / "residuals.png").read_bytes()[:8] == PNG
+    ax, hist = drawn[0].axes
+    points = np.array(ax.collections[0].get_offsets())
+    assert points[:, 0].tolist() == y_true.tolist() and points[:, 1] == pytest.approx(y_pred - y_true)
+    (median,) = [line for line in ax.lines if line.get_marker() == "o"]
+    # gold rounded to -2, 0 (0 and 1/3) and 2: residuals {1, .5, 2}, {.5, -.5, 2/3}, {-1}
+    assert list(median.get_xdata()) == [-2.0, 0.0, 2.0] and list(median.get_ydata()) == pytest.approx([1.0, 0.5, -1.0])
+    assert sum(p.get_width() for p in hist.patches) == len(y_true)  # the histogram counts every utterance
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_training_curves_draw_each_tasks_validation_scores(task, drawn, tmp_path):
+    losses = {"loss_all": 1.0, "loss_ce": 0.5, "loss_mf": 0.3, "loss_ct": 0.2}
+    if task == "regression":  # MAE lowest at epoch 2; r undefined (constant prediction) at epoch 1
+        valid = [{"valid_mae": 0.9, "valid_acc2": 0.5}, {"valid_mae": 0.5, "valid_corr": 0.6, "valid_acc2": 0.7},
+                 {"valid_mae": 0.6, "valid_corr": 0.65, "valid_acc2": 0.72}]
+    else:  # no accuracy in a multilabel history; weighted F1 highest at epoch 3
+        valid = [{"valid_weighted_f1": f, "valid_macro_f1": f - 0.1, "valid_micro_f1": f + 0.05} for f in (0.3, 0.5, 0.6)]
+    rows = [{"epoch": e, **losses, **v} for e, v in enumerate(valid, start=1)]
+    plots.plot_training_curves(rows, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG
+    right = drawn[0].axes[1]
+    names = [line.get_label() for line in right.lines]
+    expected = ["MAE", "corr", "Acc-2"] if task == "regression" else ["weighted F1", "macro F1", "micro F1"]
+    assert names[:3] == expected and names[3] == f"best epoch {2 if task == 'regression' else 3}"
+    if task == "regression":
+        assert np.isnan(right.lines[1].get_ydata()[0]) and right.lines[1].get_ydata()[1] == 0.6
+
+
+def test_emotion_groups_are_the_single_emotion_or_none_or_several():
+    labels = [("sad",), (), ("happy", "fear"), ("fear",), ("happy", "sad", "anger")]
+    names, order = emotion_groups(labels, list(EMOTIONS))
+    assert names == ["sad", "none", "several", "fear", "several"]
+    assert order == [*EMOTIONS, "none", "several"]
+
+
+@pytest.fixture(scope="module")
+def mosei_runs(tmp_path_factory) -> dict:
+    """A two-epoch TINY run per MOSEI task on generated videos, with its data directory."""
+    runs = {}
+    for task in ("multilabel", "regression"):
+        root = tmp_path_factory.mktemp(f"report-{task}")
+        for name, n, seed in (("train", 24, 1), ("valid", 8, 2)):
+            write_jsonl(generate_mosei(n, task=task, widths=MOSEI_WIDTHS, seed=seed, prefix=f"{name}-").dialogues,
+                        root / f"{name}.jsonl")
+        Joyful(JoyfulConfig(**{**TINY, "epochs": 2, "task": task})).fit(
+            root / "train.jsonl", root / "valid.jsonl", out_dir=root / "run", progress=False
+        )
+        runs[task] = root
+    return runs
+
+
+def test_multilabel_report_draws_per_emotion_f1_instead_of_a_confusion_matrix(mosei_runs):
+    root = mosei_runs["multilabel"]
+    result = report("--run", str(root / "run"))
+    assert result.exit_code == 0, result.output
+    page = (root / "run" / "report.html").read_text()
+    figures = ("per_emotion_f1", "training_curves", "tsne")
+    assert {p.name for p in (root / "run" / "report").glob("*.png")} == {f"{n}.png" for n in figures}
+    for name in figures:
+        assert (root / "run" / "report" / f"{name}.png").read_bytes()[:8] == PNG and f'src="report/{name}.png"' in page
+    metrics = Joyful.load(root / "run").evaluate(root / "valid.jsonl")
+    for key in ("weighted_f1", "micro_f1", "macro_f1", "subset_accuracy"):
+        assert f"{metrics[key]:.4f}" in page
+    gold = [lab for d in generate_mosei(8, task="multilabel", widths=MOSEI_WIDTHS, seed=2) for lab in d.labels]
+    for e in EMOTIONS:
+        positives = sum(e in lab for lab in gold)
+        assert f"<td>{e}</td><td class='num'>{positives}</td><td class='num'>{metrics['per_emotion'][e]['f1']:.4f}</td>" in page
+    assert "validation weighted F1 over emotions at best epoch" in page and "confusion" not in page.lower()
+
+
+def test_regression_report_draws_scatter_and_residuals(mosei_runs):
+    root = mosei_runs["regression"]
+    page = write_report(root / "run", progress=False).read_text()
+    figures = ("regression_scatter", "residuals", "training_curves", "tsne")
+    assert {p.name for p in (root / "run" / "report").glob("*.png")} == {f"{n}.png" for n in figures}
+    for name in figures:
+        assert (root / "run" / "report" / f"{name}.png").read_bytes()[:8] == PNG and f'src="report/{name}.png"' in page
+    metrics = Joyful.load(root / "run").evaluate(root / "valid.jsonl")
+    for key in ("mae", "acc2", "f1", "acc2_non0", "f1_non0", "acc5", "acc7"):
+        assert f"{metrics[key]:.4f}" in page
+    gold = np.array([lab for d in generate_mosei(8, task="regression", widths=MOSEI_WIDTHS, seed=2) for lab in d.labels])
+    assert f"<td>{np.abs(gold - np.median(gold)).mean():.4f}</td>" in page  # the constant predictor's MAE
+    assert "validation MAE at best epoch" in page and "per_class_f1" not in page

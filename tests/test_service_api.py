@@ -21,10 +21,10 @@ from conftest import TINY
 from joyful import Joyful, JoyfulConfig
 from joyful.batching import Batch
 from joyful.corrections import CorrectionStore
-from joyful.service.app import create_app
-from joyful.synthetic import DEFAULT_LABELS, generate_dialogues
 from joyful.errors import JoyfulError
+from joyful.service.app import create_app
 from joyful.service.commands import serve_command
+from joyful.synthetic import DEFAULT_LABELS, generate_dialogues
 from service_fixtures import (  # noqa: F401 - served_model_dir is a fixture
     dialogue_body,
     file_bytes,

@@ -1,11 +1,15 @@
 """The web page in a real browser: stream a dialogue, read an explanation, correct a label, forget the dialogue.
 
+Also for a multilabel and a regression model: emotions present with their probabilities,
+or a score on its scale, corrected with checkboxes or a number.
+
 Needs the ``playwright`` Python package and a Chromium binary (Debian's ``chromium``);
 skipped when either is missing. The page may load nothing from anywhere but the service.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -13,8 +17,10 @@ import pytest
 
 from joyful import Joyful
 from joyful.corrections import CorrectionStore
+from joyful.data.label_forms import MOSEI_EMOTIONS
 from joyful.service.app import create_app
 from service_fixtures import dialogue_body, live_server, sample_dialogue, served_model_dir, utterance_body  # noqa: F401
+from test_tasks_service import sample, task_model_dirs  # noqa: F401 - task_model_dirs is a fixture
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -39,9 +45,9 @@ def site(served_model_dir, tmp_path):
         yield url, store
 
 
-@pytest.fixture
-def page(browser, site):
-    url, _ = site
+@contextlib.contextmanager
+def watched_page(browser, url, ready: str):
+    """The service's page, open once ``ready`` shows in the model line; fails the test on any page error."""
     page = browser.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -53,10 +59,25 @@ def page(browser, site):
             if r.request.method == "GET" and r.status >= 400 else None)
     page.on("request", lambda r: None if r.url.startswith(url) else problems.append(f"request elsewhere: {r.url}"))
     page.goto(url)
-    page.wait_for_selector("#model-info:has-text('labels:')")
+    page.wait_for_selector(f"#model-info:has-text('{ready}')")
     yield page
     page.close()
     assert problems == []
+
+
+@pytest.fixture
+def page(browser, site):
+    with watched_page(browser, site[0], "labels:") as p:
+        yield p
+
+
+@pytest.fixture(params=["multilabel", "regression"])
+def task_page(request, browser, task_model_dirs, tmp_path):  # noqa: F811
+    """The page of a multilabel or a regression model: (task, page, store path)."""
+    store = tmp_path / "store.sqlite"
+    with live_server(create_app(Joyful.load(task_model_dirs[request.param]), store)) as url:
+        with watched_page(browser, url, request.param) as p:
+            yield request.param, p, store
 
 
 def features_json(d, i) -> str:
@@ -125,3 +146,43 @@ def test_paste_a_dialogue_and_see_errors(page):
     page.click("#predict")
     page.wait_for_selector("#status.error:has-text('422')")
     assert "utterance 3" in page.inner_text("#status") and "'audio'" in page.inner_text("#status")
+
+
+def test_emotions_or_a_score_are_shown_and_corrected_in_their_form(task_page):
+    task, page, store = task_page
+    d = sample(task, seed=13, n=4)
+    page.click("#tab-dialogue")
+    page.fill("#dialogue-json", json.dumps(dialogue_body(d, text=False)))
+    page.click("#predict")
+    page.locator("#timeline .utterance[data-index='3']").wait_for()
+    items = page.locator("#timeline .utterance")
+    first = items.nth(1)
+    if task == "multilabel":
+        assert first.locator(".bars .name").all_inner_texts() == list(MOSEI_EMOTIONS)  # a probability per emotion
+        present = [e for e in first.get_attribute("data-label").split(",") if e]
+        assert first.locator(".bars .name.on").all_inner_texts() == present
+        assert first.locator(".chip").inner_text() == (" + ".join(present) or "none")
+        first.locator("input.correct-emotion[value='fear']").set_checked("fear" not in present)
+        first.locator("button.correct-button").click()
+        wanted = tuple(e for e in MOSEI_EMOTIONS if (e in present) != (e == "fear"))
+        page.wait_for_selector(f"#status:has-text('utterance 1 corrected to {' + '.join(wanted) or 'none'}')")
+        assert first.get_attribute("data-label") == ",".join(wanted)
+    else:
+        score = float(first.get_attribute("data-label"))
+        assert first.locator(".score .value").inner_text() == f"{score:.2f}" and -3 <= score <= 3
+        first.locator("input.correct-score").fill("-1.5")
+        first.locator("button.correct-button").click()
+        page.wait_for_selector("#status:has-text('utterance 1 corrected to -1.50')")
+        wanted = -1.5
+        first.locator("input.correct-score").fill("7")
+        first.locator("button.correct-button").click()
+        page.wait_for_selector("#status.error:has-text('422')")
+        assert "[-3, 3]" in page.inner_text("#status")
+    with CorrectionStore(store) as db:
+        assert [(c.index, c.label) for c in db.corrections(d.id)] == [(1, wanted)]
+
+    items.nth(2).click()
+    panel = page.locator("#explanation")
+    panel.locator("h2:has-text('Explanation: #2')").wait_for()
+    assert ("Change in the score" if task == "regression" else "confidence in this decision") in panel.inner_text()
+    assert set(panel.locator(".bars .name").all_inner_texts()) == {"audio", "visual"}

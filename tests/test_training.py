@@ -10,10 +10,10 @@ import torch
 
 from conftest import TINY, WIDTHS
 from joyful import Joyful, JoyfulConfig
-from joyful.training.checkpoint import load_checkpoint
 from joyful.errors import DataError
 from joyful.io.jsonl import read_jsonl, write_jsonl
 from joyful.synthetic import DEFAULT_LABELS, generate_dialogues
+from joyful.training.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,10 @@ from joyful.atomic import atomic_copy_tree, atomic_write_text
 from joyful.batching import encode_dialogues, iterate_batches
 from joyful.config import JoyfulConfig
 from joyful.data.finetune_text import cross_fitted_text_features, finetune_text_encoder
+from joyful.data.label_forms import infer_task
 from joyful.data.labels import IEMOCAP6, MELD_INTEGER_ORDER, LabelSet, resolve_label_set
 from joyful.data.schema import MODALITY_NAMES, Dialogue, DialogueSet
+from joyful.data.tasks import get_task
 from joyful.data.text_encoder import TextEncoder
 from joyful.data.text_features import ENCODER, ensure_text_features, has_supplied_vectors, text_feature_origin
 from joyful.errors import DataError, JoyfulError
@@ -50,13 +52,18 @@ def integer_label_names(label_set: str) -> tuple[str, ...] | None:
     return {"iemocap6": IEMOCAP6.labels, "iemocap4": IEMOCAP6.labels, "meld7": MELD_INTEGER_ORDER}.get(label_set)
 
 
-def as_dialogue_set(data: DataLike, *, role: str, int_label_names: Sequence[str] | None = None) -> DialogueSet:
-    """A validated :class:`DialogueSet` from a path (``file#split`` allowed) or in-memory dialogues."""
+def as_dialogue_set(
+    data: DataLike, *, role: str, int_label_names: Sequence[str] | None = None, task: str | None = None
+) -> DialogueSet:
+    """A validated :class:`DialogueSet` from a path (``file#split`` allowed) or in-memory dialogues.
+
+    ``task`` settles files whose labels serve several tasks (CMU-MOSEI's sentiment and emotions).
+    """
     if isinstance(data, DialogueSet):
         data.validate()
         return data
     if isinstance(data, (str, os.PathLike)):
-        return read_dialogues(str(data), role=role, int_label_names=int_label_names)
+        return read_dialogues(str(data), role=role, int_label_names=int_label_names, task=task)
     out = DialogueSet(list(data), "<dialogues>")
     out.validate()
     return out
@@ -80,6 +87,7 @@ class Joyful:
         self.text_cache: bool = True
         """Keep text embeddings in the on-disk cache; a service holding personal data turns this off."""
         self._encoder: TextEncoder | None = None
+        self._fit_task: str | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
     @classmethod
@@ -112,7 +120,7 @@ class Joyful:
         ``encode_texts=False`` leaves texts without vectors (cross-fitting gives them their own).
         """
         names = integer_label_names(self.config.label_set)
-        ds = label_set.apply(as_dialogue_set(data, role=role, int_label_names=names))
+        ds = label_set.apply(as_dialogue_set(data, role=role, int_label_names=names, task=self._task))
         ds = DialogueSet([dataclasses.replace(d, features=dict(d.features)) for d in ds], ds.source)
         if "t" in self.config.modalities and encode_texts:
             if text_origin is None:
@@ -142,10 +150,16 @@ class Joyful:
             if not ranks.is_main:
                 out_dir = None  # rank 0 writes the checkpoint, history and plots
         names = integer_label_names(c.label_set)
-        raw_train = as_dialogue_set(train_data, role="train", int_label_names=names)
-        label_set = resolve_label_set(c.label_set, raw_train)
+        raw_train = as_dialogue_set(train_data, role="train", int_label_names=names, task=c.task)
+        self._fit_task = infer_task(c.task, raw_train.labelled(), raw_train.source)
+        label_set = resolve_label_set(c.label_set, raw_train, self._fit_task)
         labelled = label_set.apply(raw_train)
         tune_text = c.finetune_text_encoder and "t" in c.modalities
+        if tune_text and self._fit_task != "classification":
+            raise JoyfulError(
+                f"--finetune-text-encoder tunes the encoder with a softmax over classes; a {self._fit_task} "
+                "model trains on the frozen encoder's features (drop the option)"
+            )
         if tune_text:
             self._finetune_text_encoder(labelled, label_set, out_dir, progress)
         # Which text vectors the model learns from, decided before any are added: its validation
@@ -157,7 +171,7 @@ class Joyful:
         train_set = self.prepare(
             raw_train, role="train", label_set=label_set, progress=progress, text_origin=ENCODER, encode_texts=not tune_text
         )
-        if not train_set.labels_found():
+        if not train_set.labelled():
             raise DataError(train_set.source, "no labelled utterance to train on", field="label")
         if tune_text:
             cross_fitted_text_features(
@@ -169,9 +183,10 @@ class Joyful:
             self.prepare(valid_data, role="valid", label_set=label_set, progress=progress, text_origin=text_origin)
             if valid_data is not None else None
         )
-        encoded_train = encode_dialogues(train_set, c.modality_order, label_set)
+        task = self._fit_task
+        encoded_train = encode_dialogues(train_set, c.modality_order, label_set, task=task)
         widths = {m: int(encoded_train[0].features[m].shape[1]) for m in c.modality_order}
-        encoded_valid = encode_dialogues(valid_set, c.modality_order, label_set, widths) if valid_set else None
+        encoded_valid = encode_dialogues(valid_set, c.modality_order, label_set, widths, task) if valid_set else None
         n_speakers = c.max_speakers or max(len(set(d.speakers)) for d in train_set)
         hashes = {"train": train_set.data_hash()}
         if valid_set is not None:
@@ -181,6 +196,7 @@ class Joyful:
             label_set=label_set,
             widths=widths,
             n_speakers=n_speakers,
+            task=task,
             extra={
                 "seed": c.seed,
                 "text_encoder": c.text_encoder if "t" in c.modalities else None,
@@ -242,7 +258,7 @@ class Joyful:
         if info.extra.get("finetuned_text_encoder"):
             self.text_encoder_dir = Path(directory) / info.extra["finetuned_text_encoder"]
         members = [
-            build_model(info.config, info.widths, len(info.label_set.labels), info.n_speakers)
+            build_model(info.config, info.widths, len(info.label_set.labels), info.n_speakers, info.task)
             for _ in range(int(info.extra.get("ensemble_members", 1)))
         ]
         self.model = members[0] if len(members) == 1 else EnsembleModel(members)
@@ -263,6 +279,27 @@ class Joyful:
         check_precision(self.config.precision, device)
         return device
 
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Per-emotion decision thresholds of a multilabel model (``None``: 0.5 each)."""
+        return self.info.extra.get("thresholds") if self.info is not None else None
+
+    @property
+    def _task(self) -> str | None:
+        """The task data is read for: the trained model's, the one being fitted, else the config's."""
+        if self._fit_task is not None:
+            return self._fit_task
+        return self.info.task if self.info is not None else self.config.task
+
+    @property
+    def task(self) -> str:
+        """What the model predicts: ``classification``, ``multilabel`` or ``regression``."""
+        self._require_model()
+        return self.info.task
+
+    def _encode(self, ds: DialogueSet) -> list:
+        return encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths, self.info.task)
+
     def _require_model(self) -> None:
         if self.model is None or self.info is None:
             raise JoyfulError("this Joyful has no model yet: call fit() or Joyful.load()")
@@ -275,24 +312,30 @@ class Joyful:
     def evaluate(
         self, data: DataLike, *, progress: bool = False, edge_noise: float = 0.0, with_predictions: bool = False
     ) -> dict:
-        """Accuracy, weighted/macro/per-class F1 and confusion matrix over the labelled utterances.
+        """The task's metrics over the labelled utterances (:mod:`joyful.analysis.metrics`).
+
+        Classification: accuracy, weighted/macro/per-class F1 and the confusion matrix;
+        multilabel: per-emotion and pooled F1, weighted accuracy, subset accuracy (at the
+        model's thresholds); regression: MAE, correlation, Acc-2/F1 (with and without
+        zeros), Acc-5, Acc-7.
 
         ``edge_noise`` adds that fraction of random edges to each graph at inference (the
         paper's noisy-edge study), drawn from a generator seeded with the run's seed, so the
         same model and data always get the same noisy edges (and no global RNG state moves);
-        ``with_predictions`` adds the ``y_true``/``y_pred`` class indices.
+        ``with_predictions`` adds ``y_true``/``y_pred`` (class indices, 0/1 rows or scores).
         """
         ds = self._prepared(data, "test", progress)
-        if not ds.labels_found():
+        if not ds.labelled():
             raise DataError(ds.source, "no labelled utterance to evaluate", field="label")
-        encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
+        encoded = self._encode(ds)
         self.model.inference_edge_noise = edge_noise
         self.model.inference_edge_generator = (
             torch.Generator(device=self.device).manual_seed(self.config.seed) if edge_noise else None
         )
         try:
             return evaluate_encoded(
-                self.model, encoded, self.info.label_set.labels, self.config.batch_size, with_predictions=with_predictions
+                self.model, encoded, self.info.label_set.labels, self.config.batch_size, with_predictions=with_predictions,
+                thresholds=self.thresholds,
             )
         finally:
             self.model.inference_edge_noise = 0.0
@@ -306,7 +349,7 @@ class Joyful:
         ``None`` for unlabelled utterances) and ``dialogue`` ids, one per row.
         """
         ds = self._prepared(data, "test", progress)
-        encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
+        encoded = self._encode(ds)
         self.model.eval()
         parts: dict[str, list] = {"input": [], "fused": [], "encoded": []}
         for batch in iterate_batches(encoded, self.config.batch_size, self.model.n_speakers, shuffle=False, device=self.device):
@@ -323,28 +366,37 @@ class Joyful:
     def predict(self, data: DataLike, *, progress: bool = False, explain: bool = False, top_k: int = 3) -> list[dict]:
         """One record per utterance: dialogue, index (position as read), speaker, label, probabilities.
 
+        ``label`` has the form of a training label, so predictions can be read back as
+        labels: a class name, the list of emotions present (multilabel; ``probabilities``
+        per emotion), or the sentiment score (regression; no ``probabilities``).
+
         With ``explain``, each record also has ``explanation``: ``modalities`` (per modality,
         the drop in the label's probability when that modality is marked missing) and
         ``context`` (the ``top_k`` other utterances whose removal changes it most, as
         ``{"index", "speaker", "influence"}``); see :mod:`joyful.analysis.explain`.
         """
         ds = self._prepared(data, "test", progress)
-        encoded = encode_dialogues(ds, self.config.modality_order, self.info.label_set, self.info.widths)
+        encoded = self._encode(ds)
         names = self.info.label_set.labels
-        probabilities = predict_probabilities(self.model, encoded, self.config.batch_size)
-        explanations = explain_dialogues(self.model, encoded, self.config.batch_size, top_k) if explain else None
+        task = get_task(self.info.task)
+        outputs = predict_probabilities(self.model, encoded, self.config.batch_size)
+        explanations = (
+            explain_dialogues(self.model, encoded, self.config.batch_size, top_k, self.thresholds) if explain else None
+        )
         rows = []
-        for k, (d, probs) in enumerate(zip(ds, probabilities, strict=True)):
-            best = probs.argmax(-1)
+        for k, (d, out) in enumerate(zip(ds, outputs, strict=True)):
+            decided = task.decide(out, self.thresholds)
             positions = d.positions()
             for i, (pos, speaker) in enumerate(zip(positions, d.speakers, strict=True)):
-                row = {
-                    "dialogue": d.id,
-                    "index": int(pos),
-                    "speaker": speaker,
-                    "label": names[int(best[i])],
-                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs[i], strict=True)},
-                }
+                row = {"dialogue": d.id, "index": int(pos), "speaker": speaker}
+                if task.name == "regression":
+                    row["label"] = round(float(out[i]), 6)
+                else:
+                    row["label"] = (
+                        [n for n, on in zip(names, decided[i], strict=True) if on] if task.name == "multilabel"
+                        else names[int(decided[i])]
+                    )
+                    row["probabilities"] = {n: round(float(p), 6) for n, p in zip(names, out[i], strict=True)}
                 if explanations is not None:
                     e = explanations[k][i]
                     row["explanation"] = {

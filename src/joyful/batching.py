@@ -16,14 +16,13 @@ from torch import Tensor
 
 from joyful.data.labels import LabelSet
 from joyful.data.schema import DialogueSet, feature_field, missing_matrix, missing_rows
+from joyful.data.tasks import IGNORE_INDEX, Task, get_task
 from joyful.errors import DataError
-
-IGNORE_INDEX = -100
 
 
 @dataclass
 class EncodedDialogue:
-    """One dialogue as tensors: features per modality, speaker ids, label ids."""
+    """One dialogue as tensors: features per modality, speaker ids, targets (see :mod:`joyful.data.tasks`)."""
 
     id: str
     features: dict[str, Tensor]
@@ -74,7 +73,8 @@ def speaker_ids(speakers: Sequence[str]) -> np.ndarray:
 
 
 def encode_dialogues(
-    data: DialogueSet, modalities: Sequence[str], labels: LabelSet, widths: dict[str, int] | None = None
+    data: DialogueSet, modalities: Sequence[str], labels: LabelSet, widths: dict[str, int] | None = None,
+    task: Task | str = "classification",
 ) -> list[EncodedDialogue]:
     """Check the dialogues' features against the model's modalities and widths, and encode them.
 
@@ -82,7 +82,7 @@ def encode_dialogues(
     every utterance. Without (training), every modality must be seen on some utterance, or
     the model could not learn anything from it.
     """
-    index = {name: i for i, name in enumerate(labels.labels)}
+    task = get_task(task) if isinstance(task, str) else task
     if widths is None:
         found = data.widths()
         for m in modalities:
@@ -115,15 +115,9 @@ def encode_dialogues(
                     field=feature_field(m),
                 )
             feats[m] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        y = np.full(len(d), IGNORE_INDEX, dtype=np.int64)
-        if d.labels is not None:
-            for i, lab in enumerate(d.labels):
-                if lab is not None:
-                    if lab not in index:
-                        raise DataError(data.source, f"unknown label {lab!r}", dialogue=d.id, field="label", index=i)
-                    y[i] = index[lab]
+        y = task.encode(d.labels, len(d), labels.labels, (data.source, d.id))
         spk = speaker_ids(d.speakers)
-        out.append(EncodedDialogue(d.id, feats, torch.from_numpy(spk), torch.from_numpy(y), int(spk.max()) + 1))
+        out.append(EncodedDialogue(d.id, feats, torch.from_numpy(spk), y, int(spk.max()) + 1))
     return out
 
 

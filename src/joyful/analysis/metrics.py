@@ -1,4 +1,4 @@
-"""Classification metrics reported for every evaluation (scikit-learn's implementations)."""
+"""The metrics of every evaluation, per task (scikit-learn's implementations)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     ids = list(range(len(labels)))
     per_class = f1_score(y_true, y_pred, labels=ids, average=None, zero_division=0)
     return {
+        "task": "classification",
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
@@ -24,4 +25,80 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
         "labels": list(labels),
         "n_utterances": int(len(y_true)),
+    }
+
+
+def multilabel_metrics(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str], thresholds: Sequence[float]) -> dict:
+    """Per-emotion and pooled scores of a multi-label head, as CMU-MOSEI papers report them.
+
+    ``y_true`` is the 0/1 matrix ``(N, K)``, ``y_prob`` the emotion probabilities; an emotion
+    is predicted at or above its threshold. ``weighted_accuracy`` is (TP·N/P + TN) / 2N
+    (MulT and later papers), i.e. the mean of the rates on positives and negatives; with
+    no positive (or no negative) utterance it is the rate on the class that is present.
+    """
+    t = np.asarray(thresholds, dtype=float)
+    y_true = np.asarray(y_true).astype(np.int64).reshape(-1, len(labels))
+    y_pred = (np.asarray(y_prob).reshape(-1, len(labels)) >= t).astype(np.int64)
+    per_emotion = {}
+    for k, name in enumerate(labels):
+        truth, pred = y_true[:, k], y_pred[:, k]
+        pos, neg = truth == 1, truth == 0
+        rates = [float((pred[m] == truth[m]).mean()) for m in (pos, neg) if m.any()]
+        per_emotion[name] = {
+            "weighted_accuracy": float(np.mean(rates)) if rates else 0.0,
+            "f1": float(f1_score(truth, pred, zero_division=0)),
+            "accuracy": float((truth == pred).mean()) if len(truth) else 0.0,
+            "threshold": float(t[k]),
+            "positives": int(pos.sum()),
+        }
+    pooled = {
+        avg: float(f1_score(y_true, y_pred, average=avg, zero_division=0)) if len(y_true) else 0.0
+        for avg in ("micro", "macro", "weighted")
+    }
+    return {
+        "task": "multilabel",
+        "per_emotion": per_emotion,
+        "micro_f1": pooled["micro"],
+        "macro_f1": pooled["macro"],
+        "weighted_f1": pooled["weighted"],
+        "subset_accuracy": float((y_true == y_pred).all(axis=1).mean()) if len(y_true) else 0.0,
+        "labels": list(labels),
+        "n_utterances": int(len(y_true)),
+    }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Sentiment scores the way MOSI/MOSEI papers report them (MMSA's conventions).
+
+    ``acc2``/``f1``: negative (< 0) against non-negative; ``acc2_non0``/``f1_non0``: negative
+    against positive with true zeros left out; F1 weighted over the two classes;
+    ``acc5``/``acc7``: scores clipped to [-2, 2] / [-3, 3] and rounded to integers. ``corr``
+    is Pearson's r, ``None`` when either side is constant.
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    n = len(y_true)
+
+    def binary(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+        if not len(truth):
+            return 0.0, 0.0
+        return float(accuracy_score(truth, pred)), float(f1_score(truth, pred, average="weighted", zero_division=0))
+
+    acc2, f1 = binary(y_true >= 0, y_pred >= 0)
+    nonzero = y_true != 0
+    acc2_non0, f1_non0 = binary(y_true[nonzero] > 0, y_pred[nonzero] > 0)
+    corr = None
+    if n > 1 and y_true.std() > 0 and y_pred.std() > 0:
+        corr = float(np.corrcoef(y_true, y_pred)[0, 1])
+    return {
+        "task": "regression",
+        "mae": float(np.abs(y_true - y_pred).mean()) if n else 0.0,
+        "corr": corr,
+        "acc2": acc2,
+        "f1": f1,
+        "acc2_non0": acc2_non0,
+        "f1_non0": f1_non0,
+        "acc5": float((np.round(np.clip(y_true, -2, 2)) == np.round(np.clip(y_pred, -2, 2))).mean()) if n else 0.0,
+        "acc7": float((np.round(np.clip(y_true, -3, 3)) == np.round(np.clip(y_pred, -3, 3))).mean()) if n else 0.0,
+        "n_utterances": int(n),
     }

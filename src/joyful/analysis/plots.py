@@ -1,4 +1,5 @@
-"""Figures where a picture beats a table: training curves, confusion matrix, per-class F1, t-SNE maps.
+"""Figures where a picture beats a table: training curves, confusion matrix, per-class and
+per-emotion F1, predicted-against-true sentiment and its residuals, t-SNE maps.
 
 Rendered with matplotlib's Agg backend (no display needed) into memory and written
 atomically, like every other output.
@@ -26,18 +27,41 @@ def _save(fig, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+_VALID_CURVES = (
+    ("valid_weighted_f1", "weighted F1"), ("valid_mae", "MAE"), ("valid_accuracy", "accuracy"),
+    ("valid_macro_f1", "macro F1"), ("valid_micro_f1", "micro F1"), ("valid_corr", "correlation"), ("valid_acc2", "Acc-2"),
+)
+
+
+#: Validation scores drawn per epoch when the history holds them (which ones depends on the task).
+VALID_CURVES = (
+    ("valid_weighted_f1", "weighted F1"), ("valid_accuracy", "accuracy"), ("valid_macro_f1", "macro F1"),
+    ("valid_micro_f1", "micro F1"), ("valid_mae", "MAE"), ("valid_corr", "corr"), ("valid_acc2", "Acc-2"),
+)
+
+
 def plot_training_curves(rows: Sequence[dict], path: str | os.PathLike) -> None:
-    """Loss parts (L_all, L_ce, L_mf, L_ct) per epoch on the left, validation scores on the right."""
+    """Loss parts (L_all, L_ce, L_mf, L_ct) per epoch on the left, validation scores on the right.
+
+    The best epoch is the one early stopping keeps: lowest MAE for regression (the only
+    task whose history has it), else highest weighted F1. A score missing from an epoch
+    (Pearson's r of a constant prediction) leaves a gap in its curve.
+    """
     epochs = [r["epoch"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key, name in (("loss_all", "L_all"), ("loss_ce", "L_ce"), ("loss_mf", "L_mf"), ("loss_ct", "L_ct")):
         left.plot(epochs, [r[key] for r in rows], label=name)
     left.set(xlabel="epoch", ylabel="training loss (mean over batches)", yscale="log", title="losses")
     left.legend()
-    if "valid_weighted_f1" in rows[0]:
-        for key, name in (("valid_weighted_f1", "weighted F1"), ("valid_accuracy", "accuracy"), ("valid_macro_f1", "macro F1")):
-            right.plot(epochs, [r[key] for r in rows], label=name)
-        best = int(np.argmax([r["valid_weighted_f1"] for r in rows]))
+    present = [(key, name) for key, name in VALID_CURVES if any(key in r for r in rows)]
+    if present:
+        curves = {key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float) for key, _ in present}
+        for key, name in present:
+            right.plot(epochs, curves[key], label=name)
+        if "valid_mae" in curves:
+            best = int(np.nanargmin(curves["valid_mae"]))
+        else:
+            best = int(np.nanargmax(curves.get("valid_weighted_f1", curves[present[0][0]])))
         right.axvline(epochs[best], color="grey", linestyle=":", label=f"best epoch {epochs[best]}")
         right.legend()
     right.set(xlabel="epoch", ylabel="validation score", title="validation")
@@ -83,6 +107,87 @@ def plot_per_class_f1(metrics: dict, path: str | os.PathLike) -> None:
     _save(fig, path)
 
 
+def plot_per_emotion_f1(metrics: dict, path: str | os.PathLike) -> None:
+    """Multilabel: each emotion's F1 as a bar and its weighted accuracy as a marker, against the pooled F1s.
+
+    Both per-emotion scores are shown because CMU-MOSEI papers report both, and they
+    disagree on rare emotions: always answering "absent" scores high accuracy and F1 0.
+    """
+    labels = metrics["labels"]
+    scores = [metrics["per_emotion"][n] for n in labels]
+    f1 = [s["f1"] for s in scores]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2.5), 4))
+    bars = ax.bar(range(len(labels)), f1, color=plt.get_cmap("tab10")(np.arange(len(labels)) % 10), label="F1")
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in f1], padding=2)
+    ax.plot(range(len(labels)), [s["weighted_accuracy"] for s in scores], "kD", markersize=5, label="weighted accuracy")
+    ax.axhline(metrics["weighted_f1"], color="black", linestyle="--", linewidth=1, label=f"weighted F1 {metrics['weighted_f1']:.3f}")
+    ax.axhline(metrics["macro_f1"], color="grey", linestyle=":", linewidth=1.5, label=f"macro F1 {metrics['macro_f1']:.3f}")
+    ticks = [n if "positives" not in s else f"{n}\n(n={s['positives']})" for n, s in zip(labels, scores, strict=True)]
+    ax.set_xticks(range(len(labels)), ticks)
+    ax.set(ylim=(0, 1.12), ylabel="score",
+           title=f"F1 per emotion (n = utterances showing it; {metrics['n_utterances']} utterances)")
+    ax.legend(loc="upper right", fontsize="small")
+    _save(fig, path)
+
+
+def _score_limits(*values: np.ndarray) -> tuple[float, float]:
+    """The sentiment scale [-3, 3], widened if some value lies outside it."""
+    low = min(-3.0, *(float(np.min(v)) for v in values if len(v)))
+    high = max(3.0, *(float(np.max(v)) for v in values if len(v)))
+    return low - 0.2, high + 0.2
+
+
+def plot_regression_scatter(y_true: Sequence[float], y_pred: Sequence[float], metrics: dict, path: str | os.PathLike) -> None:
+    """Predicted against gold score, one point per utterance, with the line of perfect prediction.
+
+    Gold MOSI/MOSEI scores are averages of a few ratings, so they sit on a grid; the points
+    are translucent so that the density along each gold column shows.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    limits = _score_limits(y_true, y_pred)
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.scatter(y_true, y_pred, s=10, alpha=0.4, linewidths=0, label="utterance")
+    ax.plot(limits, limits, color="black", linestyle="--", linewidth=1, label="y = x (perfect)")
+    corr = "–" if metrics.get("corr") is None else f"{metrics['corr']:.3f}"
+    ax.set(xlim=limits, ylim=limits, aspect="equal", xlabel="gold score", ylabel="predicted score",
+           title=f"MAE {metrics['mae']:.3f}, r {corr} ({len(y_true)} utterances)")
+    ax.legend(loc="upper left", fontsize="small")
+    _save(fig, path)
+
+
+def plot_residuals(y_true: Sequence[float], y_pred: Sequence[float], path: str | os.PathLike) -> None:
+    """Residual (predicted − gold) against gold score with its median per unit of the scale, and their histogram.
+
+    The median line shows what a single MAE hides: a model that shrinks towards the mean
+    over-predicts negative utterances and under-predicts positive ones, so the line falls
+    from left to right; a good model keeps it near zero across the scale.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    residual = y_pred - y_true
+    fig, (ax, hist) = plt.subplots(1, 2, figsize=(10, 4), sharey=True, gridspec_kw={"width_ratios": (3, 1)})
+    ax.scatter(y_true, residual, s=10, alpha=0.4, linewidths=0)
+    centres = np.unique(np.round(y_true))
+    medians = [float(np.median(residual[np.round(y_true) == c])) for c in centres]
+    ax.plot(centres, medians, "o-", color="tab:red", label="median residual per rounded gold score")
+    ax.axhline(0, color="black", linestyle="--", linewidth=1)
+    ax.set(xlim=_score_limits(y_true), xlabel="gold score", ylabel="residual (predicted − gold)",
+           title=f"residuals ({len(y_true)} utterances)")
+    ax.legend(loc="upper right", fontsize="small")
+    hist.hist(residual, bins=30, orientation="horizontal", color="tab:blue", alpha=0.7)
+    hist.axhline(0, color="black", linestyle="--", linewidth=1)
+    hist.set(xlabel="utterances", title="distribution")
+    _save(fig, path)
+
+
+def _tsne_figure(maps: dict[str, np.ndarray]):
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.6 * len(maps), 4.6), squeeze=False)
+    for ax, title in zip(axes[0], maps, strict=True):
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes[0]
+
+
 def plot_tsne(
     maps: dict[str, np.ndarray], labels: Sequence[str], label_order: Sequence[str], path: str | os.PathLike
 ) -> None:
@@ -94,16 +199,29 @@ def plot_tsne(
     """
     colours = plt.get_cmap("tab10")(np.arange(len(label_order)) % 10)
     labels_arr = np.asarray(labels)
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.6 * len(maps), 4.6), squeeze=False)
-    for ax, (title, xy) in zip(axes[0], maps.items(), strict=True):
+    fig, axes = _tsne_figure(maps)
+    for ax, xy in zip(axes, maps.values(), strict=True):
         for colour, name in zip(colours, label_order, strict=True):
             mine = labels_arr == name
             ax.scatter(xy[mine, 0], xy[mine, 1], s=8, alpha=0.7, color=colour, label=name, linewidths=0)
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles, names = axes[0][0].get_legend_handles_labels()
+    handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 8), markerscale=2.5, frameon=False)
     fig.suptitle(f"t-SNE of {len(labels)} utterances, coloured by gold label")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
+    _save(fig, path)
+
+
+def plot_tsne_scores(maps: dict[str, np.ndarray], scores: Sequence[float], path: str | os.PathLike) -> None:
+    """Like :func:`plot_tsne` for a regression task: points coloured by gold score on a diverging scale.
+
+    A map that has learnt sentiment shows a gradient from negative to positive rather
+    than separated clusters.
+    """
+    scores = np.asarray(scores, dtype=float)
+    fig, axes = _tsne_figure(maps)
+    for ax, xy in zip(axes, maps.values(), strict=True):
+        points = ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.8, c=scores, cmap="coolwarm", vmin=-3, vmax=3, linewidths=0)
+    fig.suptitle(f"t-SNE of {len(scores)} utterances, coloured by gold score")
+    fig.tight_layout(rect=(0, 0, 0.94, 1))
+    fig.colorbar(points, ax=list(axes), fraction=0.02, label="gold score")
     _save(fig, path)

@@ -3,8 +3,11 @@
 A model directory already holds everything needed to reproduce its numbers (config,
 seed, data hashes, history); the report puts them on one page next to fresh scores on
 labelled data (by default the run's own validation data) and the figures a reader wants
-first: confusion matrix, per-class F1, training curves and t-SNE maps of the utterance
-representations at input, after fusion and after the graph encoder (the paper's Figure 10).
+first: confusion matrix and per-class F1 (classification), per-emotion F1 (multilabel: a
+confusion matrix does not apply when an utterance may show several emotions), or
+predicted-against-gold scores and their residuals (regression); then training curves and
+t-SNE maps of the utterance representations at input, after fusion and after the graph
+encoder (the paper's Figure 10).
 
 The page is plain HTML with inline CSS and PNGs referenced by relative path, so the
 report directory can be copied or served as it is. Every file is written atomically.
@@ -15,16 +18,23 @@ from __future__ import annotations
 import csv
 import html
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
+
 from joyful.api import Joyful, as_dialogue_set, integer_label_names
 from joyful.atomic import atomic_write_text
+from joyful.data.tasks import get_task
 from joyful.errors import JoyfulError
 from joyful.io.readers import parse_spec
-from joyful.analysis.plots import plot_confusion_matrix, plot_per_class_f1, plot_training_curves, plot_tsne
+from joyful.analysis.plots import (
+    plot_confusion_matrix, plot_per_class_f1, plot_per_emotion_f1, plot_regression_scatter, plot_residuals,
+    plot_training_curves, plot_tsne, plot_tsne_scores,
+)
 from joyful.analysis.tsne import MAX_POINTS, MIN_POINTS, embed, labelled_subsample
 
 #: The t-SNE subsample and layout seed: fixed, so a report is a function of the run and the data.
@@ -61,9 +71,12 @@ def write_report(
     html_path = Path(out) if out is not None else run_dir / "report.html"
     fig_dir, prefix = (run_dir / "report", "") if out is None else (html_path.parent, f"{html_path.stem}-")
 
-    raw = as_dialogue_set(spec, role="test", int_label_names=integer_label_names(clf.config.label_set))
+    raw = as_dialogue_set(spec, role="test", int_label_names=integer_label_names(clf.config.label_set), task=clf.task)
     dataset = clf.prepare(raw, role="test", label_set=clf.info.label_set, progress=progress)
-    metrics = clf.evaluate(dataset)
+    metrics = clf.evaluate(dataset, with_predictions=True)
+    y_true, y_pred = metrics.pop("y_true"), metrics.pop("y_pred")
+    metrics.pop("y_prob", None)
+    task = metrics.get("task", "classification")
 
     def figure(name: str, title: str, caption: str) -> Figure:
         path = fig_dir / f"{prefix}{name}.png"
@@ -72,16 +85,31 @@ def write_report(
     figures: list[Figure] = []
     notes: list[str] = []
 
-    cm = figure("confusion_matrix", "Confusion matrix",
-                "Rows are gold labels, columns predictions; cells count utterances, shading is the share of the gold class.")
-    plot_confusion_matrix(metrics, cm.path)
-    figures.append(cm)
-
-    bars = figure("per_class_f1", "Per-class F1",
-                  "F1 of each class with its number of gold utterances; "
-                  "dashed and dotted lines mark the weighted and macro averages.")
-    plot_per_class_f1(metrics, bars.path)
-    figures.append(bars)
+    if task == "multilabel":
+        bars = figure("per_emotion_f1", "Per-emotion F1",
+                      "F1 of each emotion (bars) and its weighted accuracy (diamonds), with the number of gold "
+                      "utterances that show it; dashed and dotted lines mark the weighted and macro F1.")
+        plot_per_emotion_f1(metrics, bars.path)
+        figures.append(bars)
+    elif task == "regression":
+        scatter = figure("regression_scatter", "Predicted against gold score",
+                         "One point per utterance; the dashed line is perfect prediction.")
+        plot_regression_scatter(y_true, y_pred, metrics, scatter.path)
+        residuals = figure("residuals", "Residuals",
+                           "Predicted minus gold score against the gold score, with the median residual per "
+                           "rounded gold score (a line falling from left to right: predictions shrunk towards the "
+                           "mean), and the residuals' distribution.")
+        plot_residuals(y_true, y_pred, residuals.path)
+        figures += [scatter, residuals]
+    else:
+        cm = figure("confusion_matrix", "Confusion matrix",
+                    "Rows are gold labels, columns predictions; cells count utterances, shading is the share of the gold class.")
+        plot_confusion_matrix(metrics, cm.path)
+        bars = figure("per_class_f1", "Per-class F1",
+                      "F1 of each class with its number of gold utterances; "
+                      "dashed and dotted lines mark the weighted and macro averages.")
+        plot_per_class_f1(metrics, bars.path)
+        figures += [cm, bars]
 
     curves = figure("training_curves", "Training curves",
                     "Mean training losses per epoch (L_all, L_ce, L_mf, L_ct; log scale) and validation scores; "
@@ -98,14 +126,22 @@ def write_report(
         curves.path.unlink(missing_ok=True)
         notes.append(f"Training curves omitted: {problem}.")
 
+    coloured_by = {"multilabel": "gold emotion (or none, or several)", "regression": "gold score"}.get(task, "gold label")
     tsne = figure("tsne", "t-SNE of utterance representations",
                   "Utterances at the input (concatenated features), after the fusion module and after the graph "
-                  "encoder, coloured by gold label (the paper's Figure 10); separated colours mean separable classes.")
+                  f"encoder, coloured by {coloured_by} (the paper's Figure 10); "
+                  + ("a gradient from negative to positive means the score is readable from the representation."
+                     if task == "regression" else "separated colours mean separable classes."))
     stages, labels = labelled_subsample(clf.representations(dataset), ("input", "fused", "encoded"), MAX_POINTS, TSNE_SEED)
     if len(labels) >= MIN_POINTS:
         titles = {"input": "input (concatenated features)", "fused": "after fusion", "encoded": "after graph encoder"}
         maps = embed({f"{titles[s]}, d={x.shape[1]}": x for s, x in stages.items()}, seed=TSNE_SEED, progress=progress)
-        plot_tsne(maps, labels, metrics["labels"], tsne.path)
+        if task == "regression":
+            plot_tsne_scores(maps, labels, tsne.path)
+        elif task == "multilabel":
+            plot_tsne(maps, *emotion_groups(labels, metrics["labels"]), tsne.path)
+        else:
+            plot_tsne(maps, labels, metrics["labels"], tsne.path)
         figures.append(tsne)
         if metrics["n_utterances"] > len(labels):
             notes.append(f"The t-SNE maps show a fixed random subsample of {len(labels)} labelled utterances.")
@@ -122,11 +158,23 @@ def write_report(
         data_is_default=data is None,
         data_hash=dataset.data_hash(),
         metrics=metrics,
+        constant_mae=float(np.abs(np.asarray(y_true) - np.median(y_true)).mean()) if task == "regression" else None,
         figures=figures,
         notes=notes,
     )
     atomic_write_text(html_path, page)
     return html_path
+
+
+def emotion_groups(labels: list[tuple[str, ...]], emotions: list[str]) -> tuple[list[str], list[str]]:
+    """Each utterance's colour group for a multilabel t-SNE, and the groups in colour order.
+
+    The group is the emotion when exactly one is present, else ``none`` or ``several``:
+    one colour per emotion set would spread the points over dozens of rare combinations.
+    Emotions come first so each keeps its colour from the per-emotion F1 bars.
+    """
+    names = [lab[0] if len(lab) == 1 else "none" if not lab else "several" for lab in labels]
+    return names, [*emotions, "none", "several"]
 
 
 def _recorded_validation_data(run_dir: Path, meta: dict[str, Any]) -> str:
@@ -135,7 +183,7 @@ def _recorded_validation_data(run_dir: Path, meta: dict[str, Any]) -> str:
     if not spec:
         raise JoyfulError(f"{run_dir}: the run records no validation data; pass --data PATH to name labelled data")
     path, _ = parse_spec(spec)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):  # a file, or a CMU-SDK directory of .csd files
         raise JoyfulError(
             f"{run_dir}: the run's validation data {spec!r} is not found (paths are relative to where training ran); "
             "pass --data PATH"
@@ -194,6 +242,45 @@ def _score(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
+#: How the summary names each task's primary metric (the one early stopping used).
+_PRIMARY = {"classification": "weighted F1", "multilabel": "weighted F1 over emotions", "regression": "MAE"}
+
+
+def _scores(metrics: dict, constant_mae: float | None) -> tuple[list[tuple[str, str]], str]:
+    """The headline scores of the task and its detail table (per class or per emotion) as HTML."""
+    task = metrics.get("task", "classification")
+    scored = ("utterances scored", _e(metrics["n_utterances"]))
+    if task == "regression":
+        headline = [scored, ("MAE", _score(metrics["mae"])), ("MAE of a constant (the gold median)", _score(constant_mae))]
+        headline += [(name, _score(metrics[key])) for key, name in (
+            ("corr", "correlation (Pearson)"), ("acc2", "Acc-2 (negative / non-negative)"), ("f1", "F1 (negative / non-negative)"),
+            ("acc2_non0", "Acc-2 (negative / positive, zeros left out)"), ("f1_non0", "F1 (negative / positive, zeros left out)"),
+            ("acc5", "Acc-5"), ("acc7", "Acc-7"),
+        )]
+        return headline, ""
+    if task == "multilabel":
+        headline = [scored] + [(name, _score(metrics[key])) for key, name in (
+            ("weighted_f1", "weighted F1"), ("micro_f1", "micro F1"), ("macro_f1", "macro F1"),
+            ("subset_accuracy", "subset accuracy (every emotion right)"),
+        )]
+        rows = ""
+        for name in metrics["labels"]:
+            one = metrics["per_emotion"][name]
+            cells = "".join(f"<td class='num'>{_score(one[k])}</td>" for k in ("f1", "weighted_accuracy", "accuracy", "threshold"))
+            rows += f"<tr><td>{_e(name)}</td><td class='num'>{_e(one.get('positives', '–'))}</td>{cells}</tr>"
+        head = "<tr><th>emotion</th><th>gold utterances</th><th>F1</th><th>weighted accuracy</th><th>accuracy</th><th>threshold</th></tr>"
+        return headline, f"<table>{head}{rows}</table>"
+    headline = [scored] + [(name, _score(metrics[key])) for key, name in (
+        ("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1"),
+    )]
+    support = [sum(row) for row in metrics["confusion_matrix"]]
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td class='num'>{n}</td><td class='num'>{_score(metrics['per_class_f1'][name])}</td></tr>"
+        for name, n in zip(metrics["labels"], support, strict=True)
+    )
+    return headline, f"<table><tr><th>class</th><th>gold utterances</th><th>F1</th></tr>{rows}</table>"
+
+
 def render_html(
     *,
     run_dir: Path,
@@ -206,12 +293,18 @@ def render_html(
     metrics: dict,
     figures: list[Figure],
     notes: list[str],
+    constant_mae: float | None = None,
 ) -> str:
-    """The report page as one string (no external resources besides the figures)."""
+    """The report page as one string (no external resources besides the figures).
+
+    ``constant_mae`` (regression): the MAE of always predicting the gold median, the bar a
+    model must clear for its MAE to mean anything.
+    """
     hashes = meta.get("data_hash") or {}
     sources = meta.get("data_source") or {}
     sizes = meta.get("n_utterances") or {}
     best_valid = meta.get("valid_metrics") or {}
+    task = metrics.get("task", "classification")
     analysed = f"<code>{_e(data_spec)}</code>"
     if data_is_default:
         analysed += " (the run's validation data, used for early stopping: scores are optimistic)"
@@ -222,7 +315,7 @@ def render_html(
         ("joyful version", _e(meta.get("joyful_version", "unknown"))),
         ("seed", _e(meta.get("seed", config.get("seed")))),
         ("best epoch", _e(meta.get("best_epoch", "–"))),
-        ("validation weighted F1 at best epoch", _score(best_valid.get("weighted_f1"))),
+        (f"validation {_PRIMARY[task]} at best epoch", _score(best_valid.get(get_task(task).primary_metric))),
         ("label set", _e(f"{label_set['name']}: {' '.join(label_set['labels'])}")
          + (_e(f" (dropped: {' '.join(label_set['dropped'])})") if label_set.get("dropped") else "")),
         ("modalities", _e(config.get("modalities"))),
@@ -239,17 +332,7 @@ def render_html(
         ("analysed data", analysed),
         ("analysed data hash", f"<code>{_e(data_hash)}</code>"),
     ]
-    headline = [
-        ("utterances scored", _e(metrics["n_utterances"])),
-        ("accuracy", _score(metrics["accuracy"])),
-        ("weighted F1", _score(metrics["weighted_f1"])),
-        ("macro F1", _score(metrics["macro_f1"])),
-    ]
-    support = [sum(row) for row in metrics["confusion_matrix"]]
-    per_class = "".join(
-        f"<tr><td>{_e(name)}</td><td class='num'>{n}</td><td class='num'>{_score(metrics['per_class_f1'][name])}</td></tr>"
-        for name, n in zip(metrics["labels"], support, strict=True)
-    )
+    headline, details = _scores(metrics, constant_mae)
     config_rows = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in config.items())
     figure_html = "".join(
         f"<figure><h3>{_e(f.title)}</h3><img src=\"{_e(f.href)}\" alt=\"{_e(f.title)}\">"
@@ -272,7 +355,7 @@ def render_html(
 <table>{config_rows}</table>
 <h2>Scores on the analysed data</h2>
 {_kv_table(headline)}
-<table><tr><th>class</th><th>gold utterances</th><th>F1</th></tr>{per_class}</table>
+{details}
 <h2>Figures</h2>
 {notes_html}{figure_html}
 </body>

@@ -6,7 +6,7 @@ With ``cv`` set, the training and validation data are pooled and split by dialog
   after ``Ses`` at the start of its id (``Ses01F_impro01`` → session 1); fold k holds out
   the k-th session in numeric order. Speakers are session-bound in IEMOCAP, so no test
   speaker is seen in training.
-- ``cv = K``: K folds by dialogue (MELD, generated data, ...): scikit-learn's
+- ``cv = K``: K folds by dialogue (MELD, CMU-MOSEI videos, generated data, ...): scikit-learn's
   ``KFold(K, shuffle=True, random_state=cv_seed)`` over the dialogue ids sorted, so the
   folds depend neither on the files' order nor on the training seed.
 
@@ -213,6 +213,7 @@ def materialise_folds(
     directory: Path,
     *,
     int_label_names: Sequence[str] | None = None,
+    task: str | None = None,
     finished_runs: bool = False,
 ) -> list[FoldData]:
     """Write ``fold-<k>/{train,valid,test}.jsonl`` and the fold assignment once; reuse them while nothing changed.
@@ -221,12 +222,15 @@ def materialise_folds(
     written last and records the CV setting and the sources' SHA-256, so a rerun with the
     same grid and data reads no data at all. If the setting or the data changed while
     ``finished_runs`` exist, the folds are not rewritten: the grid is refused, rather
-    than mixing runs of two different splits in one mean.
+    than mixing runs of two different splits in one mean. ``task`` is the grid's task, for
+    files whose labels serve several (CMU-MOSEI's sentiment and emotions); the fold files
+    hold the labels it chose, so it is recorded with them when given.
     """
     from joyful.benchmark.inputs import fingerprint
 
     wanted = {**spec.to_dict(), "sources": fingerprint(sources),
-              "int_label_names": list(int_label_names) if int_label_names is not None else None}
+              "int_label_names": list(int_label_names) if int_label_names is not None else None,
+              **({"task": task} if task is not None else {})}
     marker = directory / FOLDS_FILE
     stored = _read_marker(marker)
     if stored is not None:
@@ -236,14 +240,14 @@ def materialise_folds(
             if all(Path(p).exists() for fd in data for p in fd.paths.values()):
                 return data
         elif finished_runs:
-            changed = [k for k in spec.to_dict() if stored.get(k) != wanted[k]]
+            changed = [k for k in spec.to_dict() if stored.get(k) != wanted[k]] + ["task"] * (stored.get("task") != task)
             changed += [f"{role} data" for role in wanted["sources"]
                         if stored.get("sources", {}).get(role, {}).get("sha256") != wanted["sources"][role]["sha256"]]
             raise JoyfulError(
                 f"{marker}: the folds of the finished runs here were made with another "
                 f"{', '.join(changed) or 'setting'}; delete the results directory to rerun, or choose another --out"
             )
-    train, valid = (_read(sources[role], role, int_label_names) for role in ("train", "valid"))
+    train, valid = (_read(sources[role], role, int_label_names, task) for role in ("train", "valid"))
     pooled = pool(train, valid)
     folds = make_folds([d.id for d in pooled], spec)
     out = []
@@ -270,10 +274,10 @@ def _read_marker(marker: Path) -> dict[str, Any] | None:
     return stored if isinstance(stored, dict) else None
 
 
-def _read(spec: str, role: str, int_label_names: Sequence[str] | None) -> DialogueSet:
+def _read(spec: str, role: str, int_label_names: Sequence[str] | None, task: str | None) -> DialogueSet:
     from joyful.io.readers import read_dialogues
 
-    return read_dialogues(spec, role=role, int_label_names=int_label_names)
+    return read_dialogues(spec, role=role, int_label_names=int_label_names, task=task)
 
 
 def _write_jsonl(part: DialogueSet, path: str) -> None:

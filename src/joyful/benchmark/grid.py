@@ -33,6 +33,7 @@ from joyful.benchmark.folds import materialise_folds
 from joyful.benchmark.gridfile import Cell, Grid, load_grid
 from joyful.benchmark.inputs import fingerprint, materialise
 from joyful.benchmark.run import RESULT, check_resumable, load_result, run_dir, run_one
+from joyful.benchmark.scores import TASK_SCORES, task_of
 from joyful.benchmark.significance import write_significance
 from joyful.benchmark.tables import write_tables
 from joyful.errors import JoyfulError
@@ -76,7 +77,7 @@ def run_grid(
     else:
         materialised = materialise_folds(
             grid.cv, {role: data[role] for role in ("train", "valid")}, out / "folds",
-            int_label_names=_int_label_names(grid, data), finished_runs=_any_finished_fold(out),
+            int_label_names=_int_label_names(grid, data), task=grid.task, finished_runs=_any_finished_fold(out),
         )
         folds = {fd.fold.index: fd.paths for fd in materialised}
         held_out = {fd.fold.index: fd.fold.held_out for fd in materialised}
@@ -124,7 +125,7 @@ def _any_finished_fold(out: Path) -> bool:
 
 def _report(task: Task, record: dict[str, Any]) -> None:
     m = record["metrics"]
-    tqdm.write(f"{task.label()}: weighted F1 {m['weighted_f1']:.4f}, accuracy {m['accuracy']:.4f}, "
+    tqdm.write(f"{task.label()}: {TASK_SCORES[task_of(m)].progress(m)}, "
                f"best epoch {record['best_epoch']} ({record['wall_seconds']:.1f} s)")
 
 

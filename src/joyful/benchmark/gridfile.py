@@ -5,6 +5,10 @@ cell's configuration is built before any training starts, so a typo in the last
 ablation fails at once instead of after hours of training. With ``cv`` (see
 :mod:`joyful.benchmark.folds`) the train and valid data are pooled and cross-validated,
 and a ``test`` entry is refused: it would never be scored.
+
+A grid ranks its cells by one metric, the primary metric of their task, so cells whose
+``task`` fields differ (or differ from the task of generated data) are refused here,
+before anything is trained; cells with ``task = "auto"`` take the data's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from joyful.benchmark.folds import CVSpec, parse_cv
-from joyful.config import OFFICIAL_AUGMENTATION, PRESETS, JoyfulConfig
+from joyful.config import OFFICIAL_AUGMENTATION, PRESETS, TASKS, JoyfulConfig
 from joyful.errors import JoyfulError
 from joyful.io.readers import parse_spec
 
@@ -28,7 +32,8 @@ TOP_LEVEL_KEYS = frozenset(
 )
 DATA_ROLES = ("train", "valid", "test")
 SYNTHETIC_KEYS = frozenset(
-    {"n_train", "n_valid", "n_test", "widths", "signal", "seed", "min_length", "max_length", "speakers", "persistence"}
+    {"n_train", "n_valid", "n_test", "widths", "signal", "seed", "min_length", "max_length", "speakers", "persistence",
+     "task"}
 )
 #: Reserved key of ``base`` or an ablation: fraction of random edges added at test time (not a model field).
 EVAL_EDGE_NOISE = "eval_edge_noise"
@@ -75,6 +80,8 @@ class Grid:
     """PyTorch CPU threads while training (``None``: PyTorch's default); tiny models run fastest on one."""
     cv: CVSpec | None = None
     """Cross-validation on the pooled train + valid data (``None``: train, early-stop on valid, score test)."""
+    task: str | None = None
+    """The task every cell or the generated data names (``None``: all cells take the data's)."""
 
     def default_out_dir(self) -> Path:
         """``<grid>.results`` beside the grid file: named after it, never clashing with it."""
@@ -95,15 +102,17 @@ def load_grid(path: str | Path) -> Grid:
     try:
         cells = _cells(raw)
         cv = parse_cv(raw.get("cv"), raw.get("cv_valid_fraction"), raw.get("cv_seed"))
+        data = _data(raw.get("data"), path.parent, cv is not None)
         grid = Grid(
             path=path,
-            data=_data(raw.get("data"), path.parent, cv is not None),
+            data=data,
             cells=cells,
             seeds=_seeds(raw.get("seeds")),
             reference=_reference(raw.get("reference"), cells),
             keep_models=_boolean(raw.get("keep_models", False), "keep_models"),
             threads=_threads(raw.get("threads")),
             cv=cv,
+            task=_task(cells, data),
         )
     except JoyfulError as e:
         raise fail(str(e)) from None
@@ -204,6 +213,20 @@ def _cell(
     return Cell(name, preset, modality, ablation, fields, float(noise))
 
 
+def _task(cells: list[Cell], data: DataSpec) -> str | None:
+    """The one task the cells (and generated data) name, if any; several would make tables no metric can rank."""
+    named = {} if data.synthetic is None or "task" not in data.synthetic else {data.synthetic["task"]: "[data.synthetic]"}
+    for cell in cells:
+        task = cell.fields.get("task", "auto")
+        if task != "auto":
+            named.setdefault(task, f"cell {cell.name!r}")
+    if len(named) > 1:
+        listing = ", ".join(f"{task} ({where})" for task, where in named.items())
+        raise JoyfulError(f"one grid holds one task, ranked by its primary metric, but this one names {listing}; "
+                          "split it into one grid per task")
+    return next(iter(named), None)
+
+
 def _reference(value: Any, cells: list[Cell]) -> str | None:
     if value is None:
         return None
@@ -261,6 +284,11 @@ def _synthetic(table: dict[str, Any]) -> dict[str, Any]:
         value = params.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise JoyfulError(f"[data.synthetic]: {key!r} must be a positive integer (n_train, n_valid required)")
+    if "task" in params:
+        if params["task"] not in TASKS:
+            raise JoyfulError(f"[data.synthetic]: 'task' must be one of {', '.join(TASKS)}, not {params['task']!r}")
+        if params["task"] != "classification" and "speakers" in params:
+            raise JoyfulError("[data.synthetic]: CMU-MOSEI-shaped videos have one speaker each; remove 'speakers'")
     return params
 
 

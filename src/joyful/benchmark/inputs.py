@@ -3,12 +3,15 @@
 Generated data lives with the results so that CI can run a grid with no data at hand,
 and so that every run of the grid, including a resumed one, reads the same bytes. Each
 input file is fingerprinted by its SHA-256: a resumed grid refuses to mix runs that
-were trained on different data.
+were trained on different data. ``task = "multilabel"`` or ``"regression"`` in
+``[data.synthetic]`` generates CMU-MOSEI-shaped videos (:mod:`joyful.synthetic_mosei`)
+instead of dialogues; ``min_length``/``max_length`` then count segments per video.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,13 @@ from joyful.errors import JoyfulError
 from joyful.io.jsonl import write_jsonl
 from joyful.io.readers import parse_spec
 from joyful.synthetic import generate_dialogues
+from joyful.synthetic_mosei import generate_mosei
 
 #: Keys of ``[data.synthetic]`` passed straight to :func:`joyful.synthetic.generate_dialogues`.
 GENERATOR_KEYS = ("widths", "signal", "min_length", "max_length", "persistence")
+#: The same keys for :func:`joyful.synthetic_mosei.generate_mosei`, under its names.
+MOSEI_KEYS = {"widths": "widths", "signal": "signal", "min_length": "min_segments", "max_length": "max_segments",
+              "persistence": "persistence"}
 SPLIT_COUNTS = {"train": "n_train", "valid": "n_valid", "test": "n_test"}
 
 
@@ -45,13 +52,19 @@ def generate_splits(params: dict[str, Any], data_dir: Path) -> dict[str, str]:
     paths = {role: data_dir / f"{role}.jsonl" for role in counts}
     fresh = marker.exists() and marker.read_text() == wanted and all(p.exists() for p in paths.values())
     if not fresh:
-        kwargs = {k: params[k] for k in GENERATOR_KEYS if k in params}
-        if "speakers" in params:
-            kwargs["speakers"] = tuple(params["speakers"])
+        task = params.get("task", "classification")
+        if task == "classification":
+            kwargs = {k: params[k] for k in GENERATOR_KEYS if k in params}
+            if "speakers" in params:
+                kwargs["speakers"] = tuple(params["speakers"])
+            generate = generate_dialogues
+        else:
+            kwargs = {name: params[k] for k, name in MOSEI_KEYS.items() if k in params} | {"task": task}
+            generate = generate_mosei
         seed = params.get("seed", 0)
         for offset, role in enumerate(SPLIT_COUNTS):
             if role in counts:
-                dialogues = generate_dialogues(counts[role], seed=seed + offset, prefix=f"{role}-", **kwargs)
+                dialogues = generate(counts[role], seed=seed + offset, prefix=f"{role}-", **kwargs)
                 write_jsonl(dialogues.dialogues, paths[role])
         atomic_write_text(marker, wanted)
     out = {role: str(p) for role, p in paths.items()}
@@ -72,7 +85,13 @@ def fingerprint(paths: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 def _sha256(file: str, role: str) -> str:
+    """The digest of a data file, or of a CMU-SDK directory: its files' names and digests, in name order."""
     try:
+        if os.path.isdir(file):
+            h = hashlib.sha256()
+            for path in sorted(p for p in Path(file).iterdir() if p.is_file()):
+                h.update(f"{path.name}\0{_sha256(str(path), role)}\n".encode())
+            return h.hexdigest()
         with open(file, "rb") as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError as e:

@@ -3,7 +3,8 @@
 ``result.json`` is written atomically and last, so its presence is the definition of a
 finished run: a resumed grid skips exactly the runs that have one. It holds what the
 tables and the significance tests need (metrics, the test labels and predictions for
-the paired bootstrap) and what makes the number traceable (full config, seed, data
+the paired bootstrap: class ids, 0/1 rows per emotion, or scores, as the task has them)
+and what makes the number traceable (full config, seed, data
 hashes, package version, wall time, best epoch). With cross-validation, the data are the
 fold's files and ``fold`` names the fold (``null`` without cross-validation).
 """
@@ -18,11 +19,11 @@ from typing import Any
 from joyful import __version__
 from joyful.atomic import atomic_write_text
 from joyful.benchmark.gridfile import Cell
+from joyful.benchmark.scores import TASK_SCORES
 from joyful.config import changed_fields
 from joyful.errors import JoyfulError
 
 RESULT = "result.json"
-SCORES = ("accuracy", "weighted_f1", "macro_f1")
 
 
 def run_dir(out: Path, cell: Cell, seed: int, fold: int | None = None) -> Path:
@@ -54,6 +55,7 @@ def run_one(
     scores = clf.evaluate(test, edge_noise=cell.eval_edge_noise, with_predictions=True)
     wall = time.perf_counter() - started
     y_true, y_pred = scores.pop("y_true"), scores.pop("y_pred")
+    scores.pop("y_prob", None)  # multilabel: the bootstrap pairs the decisions, not the probabilities
     best = clf.result.best_valid or {}
     record = {
         "cell": cell.name,
@@ -66,7 +68,7 @@ def run_one(
         "metrics": scores,
         "best_epoch": clf.result.best_epoch,
         "epochs_run": len(clf.result.history),
-        "best_valid": {k: best[k] for k in SCORES if k in best},
+        "best_valid": {k: best[k] for k in TASK_SCORES[clf.task].keys if k in best},
         "wall_seconds": round(wall, 3),
         "data_hash": {**clf.info.extra["data_hash"], "test": test.data_hash()},
         "inputs": inputs,
@@ -113,4 +115,4 @@ def check_resumable(
         )
 
 
-__all__ = ["RESULT", "SCORES", "run_dir", "run_one", "load_result", "check_resumable"]
+__all__ = ["RESULT", "run_dir", "run_one", "load_result", "check_resumable"]

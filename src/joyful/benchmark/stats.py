@@ -13,7 +13,13 @@ Benjamini–Hochberg corrected over the variants.
 
 Over utterances (:func:`paired_bootstrap`): both systems are scored on the same
 resampled test utterances, which tells whether one run beats another on this test set
-(it says nothing about seed-to-seed variation).
+(it says nothing about seed-to-seed variation). The score is recomputed on each resample
+from the predictions as the task has them: class ids, 0/1 rows per emotion, or
+sentiment scores.
+
+Every test here is two-sided and every difference is variant − reference (or a − b), so
+none of them depends on whether higher or lower is better; that is for the reader of
+the difference (see :mod:`joyful.benchmark.significance`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-BOOTSTRAP_METRICS = ("accuracy", "weighted_f1", "macro_f1")
+#: What :func:`paired_bootstrap` can recompute, per task.
+BOOTSTRAP_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "weighted_f1", "macro_f1"),
+    "multilabel": ("weighted_f1", "micro_f1", "macro_f1", "subset_accuracy"),
+    "regression": ("mae",),
+}
 
 
 @dataclass(frozen=True)
@@ -217,34 +228,47 @@ class BootstrapResult:
 
 
 def paired_bootstrap(
-    y_true: Sequence[int],
-    pred_a: Sequence[int],
-    pred_b: Sequence[int],
+    y_true: Sequence,
+    pred_a: Sequence,
+    pred_b: Sequence,
     metric: str = "weighted_f1",
     n_resamples: int = 1000,
     seed: int = 0,
     *,
+    task: str = "classification",
     n_classes: int | None = None,
     confidence: float = 0.95,
 ) -> BootstrapResult:
     """Resample utterances with replacement and score both prediction sets on each resample.
 
-    The p-value is two-sided: twice the smaller share of resamples whose difference is
-    ≤ 0 or ≥ 0, each counted with the observed sample ((k + 1) / (n + 1)), because a
-    finite number of resamples cannot show a probability of exactly 0. Identical
-    predictions therefore give p = 1. ``n_classes`` (default: the largest class index
-    seen + 1) matters for macro F1, which averages over every class, as
+    ``task`` says what the sequences hold: class ids (``classification``), 0/1 rows per
+    emotion (``multilabel``, scored as :func:`joyful.analysis.metrics.multilabel_metrics`
+    does) or scores (``regression``). The p-value is two-sided: twice the smaller share
+    of resamples whose difference is ≤ 0 or ≥ 0, each counted with the observed sample
+    ((k + 1) / (n + 1)), because a finite number of resamples cannot show a probability
+    of exactly 0. Identical predictions therefore give p = 1. ``n_classes``
+    (classification; default: the largest class index seen + 1) matters for macro F1,
+    which averages over every class, as
     :func:`joyful.analysis.metrics.classification_metrics` does.
     """
-    if metric not in BOOTSTRAP_METRICS:
-        raise ValueError(f"metric must be one of {', '.join(BOOTSTRAP_METRICS)}, not {metric!r}")
-    y, a, b = (np.asarray(v, dtype=np.int64) for v in (y_true, pred_a, pred_b))
-    if not (len(y) == len(a) == len(b)) or len(y) == 0:
+    if task not in BOOTSTRAP_METRICS:
+        raise ValueError(f"task must be one of {', '.join(BOOTSTRAP_METRICS)}, not {task!r}")
+    if metric not in BOOTSTRAP_METRICS[task]:
+        raise ValueError(f"metric must be one of {', '.join(BOOTSTRAP_METRICS[task])} for the {task} task, not {metric!r}")
+    dtype = np.float64 if task == "regression" else np.int64
+    y, a, b = (np.asarray(v, dtype=dtype) for v in (y_true, pred_a, pred_b))
+    if not (y.shape == a.shape == b.shape) or len(y) == 0:
         raise ValueError("y_true, pred_a and pred_b must be non-empty and of the same length")
-    k = n_classes or int(max(y.max(), a.max(), b.max())) + 1
     index = np.random.default_rng(seed).integers(0, len(y), size=(n_resamples, len(y)))
-    diffs = _batch_scores(y[index], a[index], k, metric) - _batch_scores(y[index], b[index], k, metric)
-    score_a, score_b = (float(_batch_scores(y[None], p[None], k, metric)[0]) for p in (a, b))
+    if task == "classification":
+        k = n_classes or int(max(y.max(), a.max(), b.max())) + 1
+        diffs = _batch_scores(y[index], a[index], k, metric) - _batch_scores(y[index], b[index], k, metric)
+        score_a, score_b = (float(_batch_scores(y[None], p[None], k, metric)[0]) for p in (a, b))
+    else:
+        counts = _resample_counts(index, len(y))
+        diffs = _weighted_scores(y, a, counts, task, metric) - _weighted_scores(y, b, counts, task, metric)
+        whole = np.ones((1, len(y)))
+        score_a, score_b = (float(_weighted_scores(y, p, whole, task, metric)[0]) for p in (a, b))
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
     tails = [(np.sum(diffs <= 0) + 1) / (n_resamples + 1), (np.sum(diffs >= 0) + 1) / (n_resamples + 1)]
     return BootstrapResult(
@@ -277,6 +301,41 @@ def _batch_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, metric
     if metric == "macro_f1":
         return f1.mean(1)
     return (f1 * support).sum(1) / support.sum(1)
+
+
+def _resample_counts(index: np.ndarray, n: int) -> np.ndarray:
+    """How often each utterance is drawn in each resample: ``(resamples, n)``, from one ``bincount``."""
+    rows = index.shape[0]
+    return np.bincount((np.arange(rows)[:, None] * n + index).ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+
+
+def _weighted_scores(y_true: np.ndarray, y_pred: np.ndarray, counts: np.ndarray, task: str, metric: str) -> np.ndarray:
+    """The metric of each resample, each utterance counted as often as it was drawn (one matrix product per count).
+
+    Multilabel F1 follows scikit-learn with ``zero_division=0``: an emotion with no true
+    and no predicted positive scores 0 (it still counts in the macro mean, not in the
+    weighted one, whose weights are the positives).
+    """
+    n = y_true.shape[0]
+    if task == "regression":
+        return counts @ np.abs(y_true - y_pred) / n
+    if metric == "subset_accuracy":
+        return counts @ (y_true == y_pred).all(axis=1) / n
+    tp = counts @ (y_true & y_pred)
+    fp = counts @ ((1 - y_true) & y_pred)
+    fn = counts @ (y_true & (1 - y_pred))
+    if metric == "micro_f1":
+        return _ratio(2 * tp.sum(1), 2 * tp.sum(1) + fp.sum(1) + fn.sum(1))
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    if metric == "macro_f1":
+        return f1.mean(1)
+    support = tp + fn
+    return _ratio((f1 * support).sum(1), support.sum(1))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, 0 where ``den`` is 0 (scikit-learn's ``zero_division=0``)."""
+    return np.divide(num, den, out=np.zeros(np.shape(num)), where=den > 0)
 
 
 __all__ = [

@@ -1,5 +1,10 @@
 """The grid's result tables: mean ± std per cell (``results.csv``/``.md``) and every run (``runs.csv``).
 
+The columns are the task's scores (:mod:`joyful.benchmark.scores`): its primary metric
+and the others papers report beside it, then each class's or emotion's F1. A score a
+run could not compute (the correlation of constant predictions) is left out of its
+cell's mean and std rather than counted as 0.
+
 The standard deviation is the sample one (ddof = 1) over seeds, and is left empty for a
 single seed rather than shown as 0, which would suggest a stable result.
 
@@ -21,9 +26,7 @@ from joyful.atomic import atomic_write_text
 from joyful.benchmark.folds import fold_label
 from joyful.benchmark.formats import markdown_table, percent, write_csv
 from joyful.benchmark.gridfile import Cell
-from joyful.benchmark.run import SCORES
-
-SCORE_TITLES = {"accuracy": "accuracy", "weighted_f1": "weighted F1", "macro_f1": "macro F1"}
+from joyful.benchmark.scores import TaskScores, scores_of
 
 
 def write_tables(
@@ -34,14 +37,15 @@ def write_tables(
     Records with a ``fold`` make cross-validation tables; ``held_out`` names each fold's
     held-out session for the per-fold table.
     """
-    labels = _labels(records)
+    spec = scores_of(records)
+    labels = _labels(records, spec)
     cv = is_cv(records)
-    summaries = [_summary(cell, [r for r in records if r["cell"] == cell.name], labels, cv) for cell in cells]
+    summaries = [_summary(cell, [r for r in records if r["cell"] == cell.name], labels, spec, cv) for cell in cells]
     write_csv(out / "results.csv", summaries)
-    _write_markdown(out / "results.md", summaries, labels, cv)
-    write_csv(out / "runs.csv", [_run_row(r, labels, cv) for r in sorted(records, key=_order(cells))])
+    _write_markdown(out / "results.md", summaries, labels, spec, cv)
+    write_csv(out / "runs.csv", [_run_row(r, labels, spec, cv) for r in sorted(records, key=_order(cells))])
     if cv:
-        _write_fold_tables(records, cells, out, held_out or {})
+        _write_fold_tables(records, cells, out, held_out or {}, spec)
 
 
 def is_cv(records: Sequence[dict[str, Any]]) -> bool:
@@ -49,9 +53,9 @@ def is_cv(records: Sequence[dict[str, Any]]) -> bool:
     return any(r.get("fold") is not None for r in records)
 
 
-def _labels(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Every class scored in any run, in first-seen order (cells may use different label sets)."""
-    return list(dict.fromkeys(label for r in records for label in r["metrics"]["per_class_f1"]))
+def _labels(records: Sequence[dict[str, Any]], spec: TaskScores) -> list[str]:
+    """Every class (or emotion) scored in any run, in first-seen order (cells may use different label sets)."""
+    return list(dict.fromkeys(label for r in records for label in spec.per_label_f1(r["metrics"])))
 
 
 def _order(cells: Sequence[Cell]) -> Callable[[dict[str, Any]], tuple[int, int, int]]:
@@ -60,14 +64,17 @@ def _order(cells: Sequence[Cell]) -> Callable[[dict[str, Any]], tuple[int, int, 
     return lambda r: (position[r["cell"]], r.get("fold") or 0, r["seed"])
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
     if not values:
         return None, None
     std = float(np.std(values, ddof=1)) if len(values) > 1 else None
     return float(np.mean(values)), std
 
 
-def _summary(cell: Cell, runs: list[dict[str, Any]], labels: list[str], cv: bool = False) -> dict[str, Any]:
+def _summary(
+    cell: Cell, runs: list[dict[str, Any]], labels: list[str], spec: TaskScores, cv: bool = False
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "cell": cell.name,
         "preset": cell.preset,
@@ -81,30 +88,32 @@ def _summary(cell: Cell, runs: list[dict[str, Any]], labels: list[str], cv: bool
                 "folds": " ".join(map(str, folds)), "seeds": " ".join(map(str, seeds))}
     else:
         row |= {"n_seeds": len(runs), "seeds": " ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))}
-    columns = {s: [r["metrics"][s] for r in runs] for s in SCORES}
-    columns |= {
-        f"f1_{label}": [r["metrics"]["per_class_f1"][label] for r in runs if label in r["metrics"]["per_class_f1"]]
-        for label in labels
-    }
+    columns = {s: [r["metrics"].get(s) for r in runs] for s in spec.keys}
+    per_label = [spec.per_label_f1(r["metrics"]) for r in runs]
+    columns |= {f"f1_{label}": [f1[label] for f1 in per_label if label in f1] for label in labels}
     for name, values in columns.items():
         row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
     return row
 
 
-def _write_markdown(path: Path, summaries: list[dict[str, Any]], labels: list[str], cv: bool = False) -> None:
-    columns = ["cell", "runs" if cv else "seeds", *SCORE_TITLES.values(), *(f"F1 {label}" for label in labels)]
+def _write_markdown(
+    path: Path, summaries: list[dict[str, Any]], labels: list[str], spec: TaskScores, cv: bool = False
+) -> None:
+    columns = ["cell", "runs" if cv else "seeds", *(s.title for s in spec.scores), *(f"F1 {label}" for label in labels)]
     rows = [
         [s["cell"], str(s["n_runs" if cv else "n_seeds"])]
-        + [percent(s[f"{name}_mean"], s[f"{name}_std"]) for name in [*SCORES, *(f"f1_{label}" for label in labels)]]
+        + [score.show(s[f"{score.key}_mean"], s[f"{score.key}_std"]) for score in spec.scores]
+        + [percent(s[f"f1_{label}_mean"], s[f"f1_{label}_std"]) for label in labels]
         for s in summaries
     ]
     if cv:
         shape = summaries[0] if summaries else {"n_folds": 0, "n_seeds": 0}
-        note = (f"Cross-validation: each run is scored on its fold's held-out dialogues, in percent; mean ± sample std "
+        note = (f"Cross-validation: each run is scored on its fold's held-out dialogues, {spec.units}; mean ± sample std "
                 f"over all {_count(shape['n_folds'], 'fold')} × {_count(shape['n_seeds'], 'seed')} (the std includes "
                 "the spread between folds). Per fold: results_by_fold.md.\n\n")
     else:
-        note = "Scores on the grid's test data (its validation data when it names no test) in percent, mean ± sample std over seeds.\n\n"
+        note = (f"Scores on the grid's test data (its validation data when it names no test) {spec.units}, mean ± sample "
+                "std over seeds.\n\n")
     atomic_write_text(path, "# Results\n\n" + note + markdown_table(columns, rows))
 
 
@@ -113,9 +122,10 @@ def _count(n: int, what: str) -> str:
 
 
 def _write_fold_tables(
-    records: Sequence[dict[str, Any]], cells: Sequence[Cell], out: Path, held_out: dict[int, str | None]
+    records: Sequence[dict[str, Any]], cells: Sequence[Cell], out: Path, held_out: dict[int, str | None],
+    spec: TaskScores,
 ) -> None:
-    """``results_by_fold.csv`` (cell × fold: mean ± std over seeds) and a weighted-F1 cell × fold Markdown table."""
+    """``results_by_fold.csv`` (cell × fold: mean ± std over seeds) and a cell × fold Markdown table of the primary metric."""
     folds = sorted({r["fold"] for r in records})
     rows = []
     for cell in cells:
@@ -124,26 +134,29 @@ def _write_fold_tables(
             row: dict[str, Any] = {"cell": cell.name, "fold": fold, "held_out": held_out.get(fold) or "",
                                    "n_seeds": len(runs), "seeds": " ".join(str(r["seed"]) for r in runs),
                                    "n_utterances": runs[0]["metrics"]["n_utterances"] if runs else None}
-            for name in SCORES:
-                row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r["metrics"][name] for r in runs])
+            for name in spec.keys:
+                row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r["metrics"].get(name) for r in runs])
             rows.append(row)
     write_csv(out / "results_by_fold.csv", rows)
     by_key = {(r["cell"], r["fold"]): r for r in rows}
     columns = ["cell", *(fold_label(f, held_out.get(f)) for f in folds)]
+    primary = spec.primary
     table = [
-        [cell.name, *(percent(by_key[cell.name, f]["weighted_f1_mean"], by_key[cell.name, f]["weighted_f1_std"])
+        [cell.name, *(primary.show(*(by_key[cell.name, f][f"{primary.key}_{part}"] for part in ("mean", "std")))
                       for f in folds)]
         for cell in cells
     ]
-    note = "Weighted F1 on each fold's held-out dialogues in percent, mean ± sample std over seeds.\n\n"
+    unit = " in percent" if primary.fraction else ""
+    note = f"{spec.phrase} on each fold's held-out dialogues{unit}, mean ± sample std over seeds.\n\n"
     atomic_write_text(out / "results_by_fold.md", "# Results by fold\n\n" + note + markdown_table(columns, table))
 
 
-def _run_row(record: dict[str, Any], labels: list[str], cv: bool = False) -> dict[str, Any]:
+def _run_row(record: dict[str, Any], labels: list[str], spec: TaskScores, cv: bool = False) -> dict[str, Any]:
     metrics = record["metrics"]
     row: dict[str, Any] = {"cell": record["cell"], **({"fold": record.get("fold")} if cv else {}), "seed": record["seed"]}
-    row |= {s: metrics[s] for s in SCORES}
-    row |= {f"f1_{label}": metrics["per_class_f1"].get(label) for label in labels}
+    row |= {s: metrics.get(s) for s in spec.keys}
+    per_label = spec.per_label_f1(metrics)
+    row |= {f"f1_{label}": per_label.get(label) for label in labels}
     row |= {
         "n_utterances": metrics["n_utterances"],
         "best_epoch": record["best_epoch"],

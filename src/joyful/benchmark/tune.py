@@ -1,9 +1,13 @@
 """Hyperparameter search on validation data with Optuna (TPE sampler, median pruning).
 
 Every trial is a full training run of the given preset with a sampled change; its score
-is the best validation weighted F1, reported epoch by epoch so hopeless trials stop
-early. The study lives in a SQLite file inside the output directory, so an interrupted
-search resumes where it stopped and a finished one can be extended with more trials.
+is the best validation value of the task's primary metric (weighted F1, over the
+emotions for multilabel; MAE for regression, which the study minimises), reported epoch
+by epoch so hopeless trials stop early. Records name the metric: ``valid_weighted_f1``,
+``cv_weighted_f1``, ``fold_weighted_f1`` as they always have for classification (and
+multilabel), ``valid_mae``, ``cv_mae``, ``fold_mae`` for regression. The study lives in a
+SQLite file inside the output directory, so an interrupted search resumes where it
+stopped and a finished one can be extended with more trials.
 Test data is never looked at: the best trial's config is written as a JSON file for
 ``joyful train --config``, and should then be confirmed over several seeds (the spread
 between seeds on IEMOCAP's 12 validation dialogues is about ±2 points).
@@ -11,7 +15,7 @@ between seeds on IEMOCAP's 12 validation dialogues is about ±2 points).
 With ``cv`` (``"session"`` or K, see :mod:`joyful.benchmark.folds`) train and valid are
 pooled and each trial is scored by cross-validation instead: one model per fold, early
 stopped on a slice of that fold's training dialogues, scored on the fold's held-out
-dialogues; the trial's value is the mean weighted F1 over the folds (the CV estimate).
+dialogues; the trial's value is the mean primary metric over the folds (the CV estimate).
 The running mean is reported fold by fold, so the pruner can stop a trial after its
 first folds; ``jobs`` folds train at once in worker processes. The folds are written to
 ``folds.json``/``folds.csv`` and the CV setting to ``cv.json``: resuming a study with
@@ -43,7 +47,9 @@ from typing import Any
 from joyful.atomic import atomic_write_text
 from joyful.benchmark.folds import FOLDS_FILE, CVSpec, Fold, make_folds, pool, split, write_assignment
 from joyful.config import JoyfulConfig, changed_fields
+from joyful.data.label_forms import infer_task
 from joyful.data.labels import resolve_label_set
+from joyful.data.tasks import Task, get_task
 from joyful.errors import JoyfulError
 from joyful.io.readers import read_dialogues
 
@@ -87,7 +93,7 @@ def tune(
 ) -> dict[str, Any]:
     """Run ``trials`` more trials (beyond those already in the study) and write ``best_config.json``.
 
-    ``cv`` turns the objective into the cross-validated weighted F1 on the pooled train
+    ``cv`` turns the objective into the cross-validated primary metric on the pooled train
     + valid data; ``jobs`` (with ``cv``) trains that many folds at once; ``storage`` is a
     database shared with other workers (default: ``study.sqlite`` in ``out``).
     """
@@ -106,42 +112,47 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats and the constant liar are marked experimental in Optuna; both are documented here
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # the training labels settle the task, hence the metric and the study's direction
+    names = integer_label_names(base.label_set)
+    raw_train = read_dialogues(str(train), role="train", int_label_names=names, task=base.task)
+    task = get_task(infer_task(base.task, raw_train.labelled(), raw_train.source))
+    metric = task.primary_metric
     shared = storage is not None
     study = optuna.create_study(
         study_name=study_name,
         storage=_open_storage(storage or f"sqlite:///{out / STUDY_FILE}", optuna),
         load_if_exists=True,
-        direction="maximize",
+        direction=_direction(task),
         sampler=optuna.samplers.TPESampler(seed=None if shared else base.seed, constant_liar=shared),
         # with cv the steps are folds: a trial is compared with the others from its second fold on
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10 if cv is None else 1),
     )
     _check_study_setting(study, out, base, cv, storage)
+    _check_direction(study, task, out, storage)
     # texts are encoded once here, not in every trial
     prep = Joyful(base)
-    names = integer_label_names(base.label_set)
-    raw_train = read_dialogues(str(train), role="train", int_label_names=names)
-    labels = resolve_label_set(base.label_set, raw_train)
+    labels = resolve_label_set(base.label_set, raw_train, task.name)
     if cv is None:
         train_set = prep.prepare(raw_train, role="train", label_set=labels, progress=progress)
-        valid_set = prep.prepare(str(valid), role="valid", label_set=labels, progress=progress)
+        raw_valid = read_dialogues(str(valid), role="valid", int_label_names=names, task=task.name)
+        valid_set = prep.prepare(raw_valid, role="valid", label_set=labels, progress=progress)
 
         def objective(trial: Any) -> float:
             cfg = base.replace(**sample_changes(trial))
 
             def report(record) -> None:
-                trial.report(record.valid["weighted_f1"], record.epoch)
+                trial.report(record.valid[metric], record.epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
             trial.set_user_attr("worker", WORKER)
             clf = Joyful(cfg).fit(train_set, valid_set, progress=False, on_epoch=report)
             trial.set_user_attr("best_epoch", clf.result.best_epoch)
-            return clf.result.best_valid["weighted_f1"]
+            return clf.result.best_valid[metric]
 
         study.optimize(objective, n_trials=trials, show_progress_bar=progress)
     else:
-        raw_valid = read_dialogues(str(valid), role="valid", int_label_names=names)
+        raw_valid = read_dialogues(str(valid), role="valid", int_label_names=names, task=task.name)
         pooled = pool(raw_train, raw_valid)
         folds = make_folds([d.id for d in pooled], cv)
         _check_same_folds(study, out, folds)
@@ -150,8 +161,22 @@ def tune(
         prepared = prep.prepare(pooled, role="train", label_set=labels, progress=progress)
         parts = [split(prepared, fold) for fold in folds]
         with _FoldRunner(parts, jobs) as runner:
-            study.optimize(_cv_objective(base, runner, optuna), n_trials=trials, show_progress_bar=progress)
-    return _write_outcome(study, base, out, cv, optuna)
+            study.optimize(_cv_objective(base, runner, optuna, metric), n_trials=trials, show_progress_bar=progress)
+    return _write_outcome(study, base, out, cv, optuna, metric)
+
+
+def _direction(task: Task) -> str:
+    return "maximize" if task.higher_is_better else "minimize"
+
+
+def _check_direction(study: Any, task: Task, out: Path, storage: str | None) -> None:
+    """Optuna keeps a resumed study's direction whatever is asked, so a study of another task would run backwards."""
+    stored = study.direction.name.lower()
+    if stored != _direction(task):
+        where = _without_password(storage) if storage else str(out)
+        raise JoyfulError(f"{where}: holds a study that {stored}s its objective, but the {task.name} task's "
+                          f"{task.primary_metric} must be {_direction(task)}d (were its trials run on other data?); "
+                          "use a new --out" + (" or --study-name" if storage else ""))
 
 
 def _open_storage(url: str, optuna: Any) -> Any:
@@ -245,7 +270,7 @@ def _cv_setting(cv: CVSpec | None) -> dict[str, Any]:
     return {"cv": None} if cv is None else cv.to_dict()
 
 
-def _cv_objective(base: JoyfulConfig, runner: _FoldRunner, optuna: Any):
+def _cv_objective(base: JoyfulConfig, runner: _FoldRunner, optuna: Any, metric: str):
     def objective(trial: Any) -> float:
         fields = base.replace(**sample_changes(trial)).to_dict()
         trial.set_user_attr("worker", WORKER)
@@ -253,9 +278,9 @@ def _cv_objective(base: JoyfulConfig, runner: _FoldRunner, optuna: Any):
         epochs: list[int] = []
 
         def record(result: dict[str, Any]) -> None:
-            values.append(result["test_weighted_f1"])
+            values.append(result[f"test_{metric}"])
             epochs.append(result["best_epoch"])
-            trial.set_user_attr("fold_weighted_f1", list(values))
+            trial.set_user_attr(f"fold_{metric}", list(values))
             trial.set_user_attr("fold_best_epoch", list(epochs))
             trial.report(sum(values) / len(values), len(values))
 
@@ -282,7 +307,7 @@ class _FoldRunner:
             )
 
     def run(self, fields: dict[str, Any]):
-        """Per fold, in fold order: ``{"test_weighted_f1", "best_epoch", "best_valid_weighted_f1"}``."""
+        """Per fold, in fold order: ``{"test_<metric>", "best_epoch", "best_valid_<metric>"}`` (the primary metric)."""
         if self.executor is None:
             for part in self.parts:
                 yield _fit_fold(fields, part)
@@ -336,27 +361,30 @@ def _fit_fold(fields: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
 
     clf = Joyful(JoyfulConfig.from_dict(fields)).fit(part["train"], part["valid"], progress=False)
     test = clf.evaluate(part["test"])
-    return {"test_weighted_f1": test["weighted_f1"], "best_epoch": clf.result.best_epoch,
-            "best_valid_weighted_f1": (clf.result.best_valid or {}).get("weighted_f1")}
+    metric = get_task(clf.task).primary_metric
+    return {f"test_{metric}": test[metric], "best_epoch": clf.result.best_epoch,
+            f"best_valid_{metric}": (clf.result.best_valid or {}).get(metric)}
 
 
-def _write_outcome(study: Any, base: JoyfulConfig, out: Path, cv: CVSpec | None, optuna: Any) -> dict[str, Any]:
+def _write_outcome(
+    study: Any, base: JoyfulConfig, out: Path, cv: CVSpec | None, optuna: Any, metric: str
+) -> dict[str, Any]:
     best = study.best_trial
     best_cfg = base.replace(**sample_changes(optuna.trial.FixedTrial(best.params)))
     best_cfg.to_json(out / "best_config.json")
-    score = "valid_weighted_f1" if cv is None else "cv_weighted_f1"
+    score = f"valid_{metric}" if cv is None else f"cv_{metric}"
     rows = []
     for t in study.trials:
         row = {"trial": t.number, "state": t.state.name, score: t.value, "worker": t.user_attrs.get("worker")}
         if cv is not None:
-            row |= {"fold_weighted_f1": t.user_attrs.get("fold_weighted_f1"),
+            row |= {f"fold_{metric}": t.user_attrs.get(f"fold_{metric}"),
                     "fold_best_epoch": t.user_attrs.get("fold_best_epoch")}
         rows.append(row | t.params)
     atomic_write_text(out / "trials.json", json.dumps(rows, indent=1) + "\n")
     summary = {f"best_{score}": best.value, "best_trial": best.number, "trials": len(study.trials),
                "best_config": str(out / "best_config.json"), "params": best.params}
     if cv is not None:
-        summary |= {"cv": cv.scheme, "fold_weighted_f1": best.user_attrs.get("fold_weighted_f1")}
+        summary |= {"cv": cv.scheme, f"fold_{metric}": best.user_attrs.get(f"fold_{metric}")}
     return summary
 
 

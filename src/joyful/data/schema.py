@@ -31,7 +31,9 @@ class Dialogue:
     speakers: list[str]
     features: dict[str, np.ndarray] = field(default_factory=dict)
     texts: list[str] | None = None
-    labels: list[str | None] | None = None
+    labels: list | None = None
+    """Per utterance: a class name, a tuple of labels present (multilabel) or a score (regression); see
+    :mod:`joyful.data.tasks`."""
     origin: list[int] | None = None
     """Position of each utterance in the dialogue as read, kept when a label set drops some."""
 
@@ -86,6 +88,15 @@ class Dialogue:
     def positions(self) -> list[int]:
         """Each utterance's position in the dialogue as the user wrote it."""
         return list(range(len(self))) if self.origin is None else self.origin
+
+
+def _label_text(label) -> str:
+    """A label as hashed: a class name, ``+``-joined emotions (``[]`` for none), or a score's repr."""
+    if label is None:
+        return ""
+    if isinstance(label, tuple):
+        return "[" + "+".join(label) + "]"
+    return label if isinstance(label, str) else repr(float(label))
 
 
 def missing_rows(x: np.ndarray) -> np.ndarray:
@@ -157,8 +168,19 @@ class DialogueSet:
         self.widths()
 
     def labels_found(self) -> list[str]:
-        """Every label that occurs, sorted, for building a custom label set."""
-        return sorted({lab for d in self.dialogues if d.labels for lab in d.labels if lab is not None})
+        """Every class name that occurs (alone, or in a multi-label set), sorted, for building a custom label set."""
+        found: set[str] = set()
+        for d in self.dialogues:
+            for lab in d.labels or ():
+                if isinstance(lab, str):
+                    found.add(lab)
+                elif isinstance(lab, tuple):
+                    found.update(lab)
+        return sorted(found)
+
+    def labelled(self) -> list[tuple[str, object]]:
+        """``(dialogue id, label)`` of every labelled utterance, for deciding the task."""
+        return [(d.id, lab) for d in self.dialogues for lab in d.labels or () if lab is not None]
 
     def data_hash(self) -> str:
         """A content hash (ids, speakers, labels, texts, features) recorded with every run."""
@@ -167,7 +189,7 @@ class DialogueSet:
             h.update(d.id.encode())
             h.update("\x1f".join(d.speakers).encode())
             if d.labels is not None:
-                h.update("\x1f".join("" if x is None else x for x in d.labels).encode())
+                h.update("\x1f".join(_label_text(x) for x in d.labels).encode())
             if d.texts is not None:
                 h.update("\x1f".join(d.texts).encode())
             for m in sorted(d.features):

@@ -7,6 +7,12 @@
 (no face in view, no audio track): the model handles that, and the reader keeps it as
 a NaN row. Text must be on every utterance or on none (an empty string is allowed).
 Other keys are ignored, so users can keep their own metadata in the file.
+
+A label is a class name (classification), a list of names (multi-label: the emotions
+present, ``[]`` for none) or a number (regression, e.g. sentiment). An integer label is a
+class name ("3"), as research files write class ids, unless the task is regression or
+the same file also has labels written with a decimal point (``2.0``, ``-0.6``): then its
+integers are scores too, so a sentiment file that writes ``3`` for 3.0 reads as one task.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import json
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from joyful.atomic import atomic_open
+from joyful.data.label_forms import Label
 from joyful.data.schema import MODALITIES, Dialogue, DialogueSet, feature_field, missing_matrix, missing_rows
 from joyful.errors import DataError
 
@@ -31,10 +39,14 @@ FIELDS: dict[str, str] = {m: feature_field(m) for m in MODALITIES}
 _NUMBER_TYPES = frozenset({int, float})
 
 
-def read_jsonl(path: str | os.PathLike, source: str | None = None) -> DialogueSet:
-    """Read every dialogue in ``path`` (not yet validated; :func:`read_dialogues` does that)."""
+def read_jsonl(path: str | os.PathLike, source: str | None = None, *, task: str | None = None) -> DialogueSet:
+    """Read every dialogue in ``path`` (not yet validated; :func:`read_dialogues` does that).
+
+    ``task`` only settles what integer labels are (see the module's docstring).
+    """
     source = str(path) if source is None else source
     dialogues: list[Dialogue] = []
+    parsed: list[_Labels] = []
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, 1):
             try:
@@ -51,12 +63,38 @@ def read_jsonl(path: str | os.PathLike, source: str | None = None) -> DialogueSe
                 raise DataError(source, f"line {n}: cannot be read ({str(e).split(';')[0]})") from None
             except RecursionError:  # arrays or objects nested thousands deep
                 raise DataError(source, f"line {n}: cannot be read (lists or objects nested too deeply)") from None
-            dialogues.append(dialogue_from_record(record, source, line=n))
+            d, labels = _record(record, source, line=n)
+            dialogues.append(d)
+            parsed.append(labels)
+    _settle_integers(dialogues, parsed, task, source)
     return DialogueSet(dialogues, source)
 
 
-def dialogue_from_record(record: Any, source: str, *, line: int | None = None) -> Dialogue:
+def dialogue_from_record(record: Any, source: str, *, line: int | None = None, task: str | None = None) -> Dialogue:
     """One dialogue from a decoded JSON object (a line of the file, or a request body), unvalidated."""
+    d, labels = _record(record, source, line=line)
+    _settle_integers([d], [labels], task, source)
+    return d
+
+
+@dataclass
+class _Labels:
+    """How one dialogue's labels were written: which were integers, and whether any had a decimal point."""
+
+    integers: list[int] = field(default_factory=list)
+    decimal: bool = False
+
+
+def _settle_integers(dialogues: list[Dialogue], parsed: list[_Labels], task: str | None, source: str) -> None:
+    """Make integer labels scores when the task is regression or the labels read include decimals."""
+    if not (task == "regression" or (task in (None, "auto") and any(p.decimal for p in parsed))):
+        return
+    for d, p in zip(dialogues, parsed, strict=True):
+        for i in p.integers:
+            d.labels[i] = _score(int(d.labels[i]), source, d.id, i)
+
+
+def _record(record: Any, source: str, *, line: int | None) -> tuple[Dialogue, _Labels]:
     where = "" if line is None else f"line {line}: "
     if not isinstance(record, dict) or "dialogue" not in record or "utterances" not in record:
         raise DataError(source, f'{where}expected an object with "dialogue" and "utterances"')
@@ -81,7 +119,8 @@ def dialogue_from_record(record: Any, source: str, *, line: int | None = None) -
                 raise DataError(
                     source, f"text must be a string, not {type(t).__name__}", dialogue=did, field="text", index=i
                 )
-    labels = [_label(u.get("label"), source, did, i) for i, u in enumerate(utts)]
+    written = _Labels()
+    labels = [_label(u.get("label"), source, did, i, written) for i, u in enumerate(utts)]
     features = {}
     for m, name in FIELDS.items():
         rows = [u.get(name) for u in utts]
@@ -93,7 +132,7 @@ def dialogue_from_record(record: Any, source: str, *, line: int | None = None) -
         features=features,
         texts=texts,
         labels=labels if any(lab is not None for lab in labels) else None,
-    )
+    ), written
 
 
 def _speaker(value: Any, source: str, did: str, i: int) -> Any:
@@ -105,12 +144,38 @@ def _speaker(value: Any, source: str, did: str, i: int) -> Any:
     raise DataError(source, f"speaker must be a string, not {value!r}", dialogue=did, field="speaker", index=i)
 
 
-def _label(value: Any, source: str, did: str, i: int) -> str | None:
+def _label(value: Any, source: str, did: str, i: int, written: _Labels) -> Label | None:
+    """A label as the task contract has it; integers stay names here (see :func:`_settle_integers`)."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:
+        written.integers.append(i)
         return str(value)
-    raise DataError(source, f"label must be a string or null, not {value!r}", dialogue=did, field="label", index=i)
+    if type(value) is float:
+        written.decimal = True
+        return _score(value, source, did, i)
+    if isinstance(value, list):
+        if not all(isinstance(x, str) for x in value):
+            bad = next(x for x in value if not isinstance(x, str))
+            raise DataError(source, f"a list of labels must hold strings, not {bad!r}", dialogue=did, field="label", index=i)
+        if len(set(value)) != len(value):
+            twice = next(x for x in value if value.count(x) > 1)
+            raise DataError(source, f"label {twice!r} appears twice in the list", dialogue=did, field="label", index=i)
+        return tuple(value)
+    raise DataError(
+        source, f"label must be a string, a list of strings, a number or null, not {value!r}",
+        dialogue=did, field="label", index=i,
+    )
+
+
+def _score(value: int | float, source: str, did: str, i: int) -> float:
+    """A regression label; JSON's NaN/Infinity literals (and numbers beyond float64) are corrupt, never "unlabelled"."""
+    score = _as_float(value)
+    if not math.isfinite(score):
+        raise DataError(
+            source, "label is NaN or infinite (write null for an unlabelled utterance)", dialogue=did, field="label", index=i
+        )
+    return score
 
 
 def _all_or_none(utts: list[dict], name: str, source: str, did: str) -> list | None:
@@ -200,11 +265,23 @@ def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
                 if d.texts is not None:
                     u["text"] = d.texts[i]
                 if d.labels is not None:
-                    u["label"] = d.labels[i]
+                    u["label"] = _label_json(d.labels[i])
                 for name, vecs in rows.items():
                     u[name] = vecs[i]
                 utterances.append(u)
             fh.write(json.dumps({"dialogue": d.id, "utterances": utterances}, ensure_ascii=False) + "\n")
+
+
+def _label_json(label: Label | None) -> Any:
+    """A label as :func:`read_jsonl` reads it back: a tuple of emotions as a list, a score as a float."""
+    if isinstance(label, tuple):
+        return list(label)
+    if label is None or isinstance(label, str):
+        return label
+    score = float(label)  # numpy scalars too; an integer score must not come back as a class name
+    if not math.isfinite(score):
+        raise ValueError(f"label {label!r} cannot be written: JSON has no NaN or infinity")
+    return score
 
 
 def _rows(x: np.ndarray) -> list:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 
 from joyful.data.schema import DialogueSet, missing_matrix
+from joyful.data.text_features import has_supplied_vectors, to_encode
 from joyful.errors import DataError
 from joyful.io.cogmen import dialogues_from_cogmen, is_cogmen
+from joyful.io.csd import HDF5_MAGIC, is_csd_dir, read_csd_dir, read_csd_labels
 from joyful.io.dialoguegcn import dialogues_from_dialoguegcn
 from joyful.io.jsonl import read_jsonl
 from joyful.io.meld_csv import read_meld_csv
+from joyful.io.mmsa import dialogues_from_mmsa, is_mmsa
 from joyful.io.safe_pickle import safe_load
 
 #: Split names accepted after ``#``, mapped to the canonical ``train``/``dev``/``test``.
@@ -38,30 +42,50 @@ _OLD_PICKLE = re.compile(rb"[(}\])]|c[\w.]+\n\w+\n")
 
 
 def read_dialogues(
-    spec: str | os.PathLike, *, role: str = "train", int_label_names: Sequence[str] | None = None
+    spec: str | os.PathLike,
+    *,
+    role: str = "train",
+    int_label_names: Sequence[str] | None = None,
+    task: str | None = None,
 ) -> DialogueSet:
     """Read and validate the dialogues ``spec`` names: ``path`` or ``path#split``.
 
-    Without ``#split``, a file holding several splits (a pickle) contributes the split
-    matching ``role`` (``train``, ``valid`` or ``test``). ``int_label_names`` maps the
-    integer labels of pickles to names (``None`` keeps them as ``"0"``, ``"1"``, ...).
+    Without ``#split``, a file holding several splits (a pickle, a CMU-SDK directory)
+    contributes the split matching ``role`` (``train``, ``valid`` or ``test``).
+    ``int_label_names`` maps the integer labels of pickles to names (``None`` keeps them
+    as ``"0"``, ``"1"``, ...). ``task`` (``None``/``"auto"``, ``classification``,
+    ``multilabel``, ``regression``) settles only labels that could serve several tasks:
+    CMU-MOSEI's sentiment-and-emotions files, and integer labels in JSONL.
     """
     if role not in ROLE_SPLITS:
         raise ValueError(f"role must be one of {', '.join(ROLE_SPLITS)}, not {role!r}")
     path, split = parse_spec(spec)
     kind = detect_format(path)
+    if split is not None and kind not in ("pickle", "csd-dir"):
+        raise DataError(path, f"a {kind} file holds one split; name the file without '#{split}'")
+    canonical = ROLE_SPLITS[role] if split is None else _canonical_split(split, path)
+    source = f"{path}#{split or canonical}"
+    research_features = kind == "csd-dir"  # text vectors of their own (BERT, GloVe) beside the words
     if kind == "pickle":
-        canonical = ROLE_SPLITS[role] if split is None else _canonical_split(split, path)
-        source = f"{path}#{split or canonical}"
         with open(path, "rb") as fh:
             obj = safe_load(fh, source)
-        read = dialogues_from_cogmen if is_cogmen(obj) else dialogues_from_dialoguegcn
-        data = read(obj, canonical, source, int_label_names)
+        research_features = is_mmsa(obj)
+        if research_features:
+            data = dialogues_from_mmsa(obj, canonical, source, task)
+        else:
+            read = dialogues_from_cogmen if is_cogmen(obj) else dialogues_from_dialoguegcn
+            data = read(obj, canonical, source, int_label_names)
+    elif kind == "csd-dir":
+        data = read_csd_dir(path, canonical, source, task, named=split is not None)
+    elif kind == "jsonl":
+        data = read_jsonl(path, task=task)
+    elif kind == "csv":
+        data = read_meld_csv(path)
     else:
-        if split is not None:
-            raise DataError(path, f"a {kind} file holds one split; name the file without '#{split}'")
-        data = read_jsonl(path) if kind == "jsonl" else read_meld_csv(path)
+        data = read_csd_labels(path, task)
     data.validate()
+    if research_features:
+        _keep_texts_only_with_vectors(data)
     _harmonise_inputs(data)
     return data
 
@@ -76,7 +100,12 @@ def parse_spec(spec: str | os.PathLike) -> tuple[str, str | None]:
 
 
 def detect_format(path: str) -> str:
-    """``"pickle"``, ``"jsonl"`` or ``"csv"``, from the first bytes of the file."""
+    """``"pickle"``, ``"jsonl"``, ``"csv"`` or ``"csd"`` (one CMU-SDK computational sequence, HDF5)
+    from the first bytes of the file; ``"csd-dir"`` for a directory of them (a CMU-SDK dataset)."""
+    if os.path.isdir(path):
+        if is_csd_dir(path):
+            return "csd-dir"
+        raise DataError(path, "is a directory, not a data file (a CMU-SDK dataset directory holds .csd files)")
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
@@ -90,6 +119,8 @@ def detect_format(path: str) -> str:
         raise DataError(path, "file is empty")
     if head[0] == 0x80:  # PROTO opcode, protocol 2 and later
         return "pickle"
+    if head.startswith(HDF5_MAGIC):
+        return "csd"
     text = head.removeprefix(b"\xef\xbb\xbf")
     if text.lstrip().startswith(b"{"):
         return "jsonl"
@@ -102,8 +133,8 @@ def detect_format(path: str) -> str:
         return "pickle"
     raise DataError(
         path,
-        "content not recognised: expected a pickle (COGMEN/Joyful or DialogueGCN/MMGCN), "
-        'JSON Lines dialogues ({"dialogue": ..., "utterances": [...]}) or a MELD CSV',
+        "content not recognised: expected a pickle (COGMEN/Joyful, DialogueGCN/MMGCN or MMSA), "
+        'JSON Lines dialogues ({"dialogue": ..., "utterances": [...]}), a MELD CSV or a CMU-SDK .csd file',
     )
 
 
@@ -112,6 +143,30 @@ def _canonical_split(split: str, path: str) -> str:
         return SPLIT_NAMES[split.strip().lower()]
     except KeyError:
         raise DataError(path, f"unknown split {split!r} after '#'; use train, dev (or valid) or test") from None
+
+
+def _keep_texts_only_with_vectors(data: DialogueSet) -> None:
+    """Drop the texts of MMSA / CMU-SDK data when an utterance has text but no text vector.
+
+    These files bring their own text vectors (BERT, GloVe) beside the words. Joyful's rule
+    for mixed input (:mod:`joyful.data.text_features`) would encode such an utterance's text
+    with its own encoder only if the file's vectors were that encoder's, which they never
+    are, and so would refuse the whole file. Training on the file's vectors, with that
+    utterance's text modality missing, is what users of these files expect; so the texts
+    are kept only when no utterance needs encoding.
+    """
+    if not has_supplied_vectors(data):
+        return
+    first = next((d for d in data if to_encode(d).any()), None)
+    if first is None:
+        return
+    warnings.warn(
+        f"{data.source}: dialogue {first.id!r}: utterance {int(to_encode(first).argmax())} has text but no text "
+        "features, and the data's text features are its own: the texts are left out, the text features kept",
+        stacklevel=3,
+    )
+    for d in data:
+        d.texts = None
 
 
 def _harmonise_inputs(data: DialogueSet) -> None:

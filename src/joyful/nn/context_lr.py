@@ -8,7 +8,8 @@ on the training data (so audio functionals in the thousands do not swamp unit-no
 sentence embeddings; per-dimension standardisation was measured worse on IEMOCAP-6 text,
 validation WF1 0.485 against 0.604, as it inflates the many near-constant dimensions).
 A multinomial logistic regression (scikit-learn, L2, inverse strength ``logreg_c``) labels
-it. On IEMOCAP-6 text this reaches the level of the graph models, so a results table
+it; for a multi-label task one binary logistic regression per emotion, for sentiment a
+ridge regression (L2 strength 1/``logreg_c``). On IEMOCAP-6 text this reaches the level of the graph models, so a results table
 without it cannot tell whether the graph uses the dialogue better than averages do.
 
 It is a ``torch.nn.Module`` with the Joyful model's interface (``forward`` → logits and
@@ -24,14 +25,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from joyful.batching import IGNORE_INDEX, Batch, EncodedDialogue, iterate_batches
+from joyful.batching import Batch, EncodedDialogue, iterate_batches
 from joyful.config import JoyfulConfig
+from joyful.data.tasks import Task, get_task
 from joyful.model import JoyfulOutput
 from joyful.nn.graph import window_graph
 from joyful.nn.missing import MissingModality
@@ -48,9 +49,13 @@ class ContextLogisticRegression(nn.Module):
     Shapes: ``batch.x[m] (N, d_m)`` → ``logits (N, n_classes)``; features ``(N, 3·Σ d_m)``.
     """
 
-    def __init__(self, config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int) -> None:
+    def __init__(
+        self, config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int,
+        task: str = "classification",
+    ) -> None:
         super().__init__()
         self.config = config
+        self.task: Task = get_task(task)
         self.modalities = config.modality_order
         self.n_speakers = n_speakers
         self.missing = MissingModality(widths, self.modalities, 0.0)
@@ -79,8 +84,7 @@ class ContextLogisticRegression(nn.Module):
         feats = self.features(batch)
         logits = self.linear(feats)
         zero = logits.new_zeros(())
-        labelled = batch.y != IGNORE_INDEX
-        ce = F.cross_entropy(logits[labelled], batch.y[labelled], weight=class_weight) if labelled.any() else zero
+        ce = self.task.loss(logits, batch.y, class_weight)
         return JoyfulOutput(logits, {"mf": zero, "ct": zero, "ce": ce, "all": ce}, feats, feats)
 
 
@@ -115,27 +119,14 @@ def fit_context_lr(
     with torch.no_grad():
         model.scale.copy_(torch.stack([1.0 / n if torch.isfinite(n) and n > 0 else torch.ones(()) for n in norms]))
     x, y = _design(model, train_set)
-    keep = y != IGNORE_INDEX
+    keep = model.task.labelled(torch.from_numpy(y)).numpy()
     x, y = x[keep], y[keep]
-    c = model.config
-    regression = LogisticRegression(
-        C=c.logreg_c, max_iter=c.logreg_max_iter, class_weight="balanced" if c.class_weights else None,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # reported below as the training loss instead
-        regression.fit(x, y)
-    weight = np.zeros((len(labels), x.shape[1]))
-    bias = np.full(len(labels), ABSENT_CLASS_BIAS)
-    if len(regression.classes_) == 2:  # scikit-learn keeps one row for two classes: logit of the second
-        weight[regression.classes_[1]], bias[regression.classes_[1]] = regression.coef_[0], regression.intercept_[0]
-        bias[regression.classes_[0]] = 0.0
-    else:
-        weight[regression.classes_], bias[regression.classes_] = regression.coef_, regression.intercept_
+    fit = {"classification": _fit_multinomial, "multilabel": _fit_per_emotion, "regression": _fit_ridge}[model.task.name]
+    weight, bias, loss = fit(x, y, len(labels), model.config)
     with torch.no_grad():
         model.linear.weight.copy_(torch.from_numpy(weight))
         model.linear.bias.copy_(torch.from_numpy(bias))
-    probs = regression.predict_proba(x)
-    loss = float(-np.log(np.clip(probs[np.arange(len(y)), np.searchsorted(regression.classes_, y)], 1e-12, None)).mean())
+    c = model.config
     valid = evaluate_encoded(model, valid_set, labels, c.batch_size) if valid_set else None
     record = EpochRecord(1, {"all": loss, "ce": loss, "mf": 0.0, "ct": 0.0}, valid, time.perf_counter() - start)
     if on_epoch:
@@ -143,6 +134,52 @@ def fit_context_lr(
     if on_improvement:
         on_improvement(1, valid)
     return TrainResult(best_epoch=1, best_valid=valid, history=[record])
+
+
+def _logistic(config: JoyfulConfig) -> LogisticRegression:
+    return LogisticRegression(
+        C=config.logreg_c, max_iter=config.logreg_max_iter, class_weight="balanced" if config.class_weights else None,
+    )
+
+
+def _fit_multinomial(x: np.ndarray, y: np.ndarray, n: int, config: JoyfulConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax regression; a class absent from training gets :data:`ABSENT_CLASS_BIAS`. Returns weights, bias, loss."""
+    regression = _logistic(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as the training loss instead
+        regression.fit(x, y)
+    weight = np.zeros((n, x.shape[1]))
+    bias = np.full(n, ABSENT_CLASS_BIAS)
+    if len(regression.classes_) == 2:  # scikit-learn keeps one row for two classes: logit of the second
+        weight[regression.classes_[1]], bias[regression.classes_[1]] = regression.coef_[0], regression.intercept_[0]
+        bias[regression.classes_[0]] = 0.0
+    else:
+        weight[regression.classes_], bias[regression.classes_] = regression.coef_, regression.intercept_
+    probs = regression.predict_proba(x)
+    loss = float(-np.log(np.clip(probs[np.arange(len(y)), np.searchsorted(regression.classes_, y)], 1e-12, None)).mean())
+    return weight, bias, loss
+
+
+def _fit_per_emotion(x: np.ndarray, y: np.ndarray, n: int, config: JoyfulConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """One binary logistic regression per emotion; one never (always) present is always off (on)."""
+    weight, bias, losses = np.zeros((n, x.shape[1])), np.zeros(n), []
+    for k in range(n):
+        truth = y[:, k].astype(np.int64)
+        if truth.min() == truth.max():
+            bias[k] = ABSENT_CLASS_BIAS if truth.max() == 0 else -ABSENT_CLASS_BIAS
+            losses.append(0.0)
+            continue
+        w, b, loss = _fit_multinomial(x, truth, 2, config)
+        weight[k], bias[k] = w[1], b[1]  # the logit of "present" against 0 for "absent"
+        losses.append(loss)
+    return weight, bias, float(np.mean(losses))
+
+
+def _fit_ridge(x: np.ndarray, y: np.ndarray, n: int, config: JoyfulConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least squares with an L2 penalty 1/C on the weights; the loss reported is the training MAE."""
+    regression = Ridge(alpha=1.0 / config.logreg_c).fit(x, y)
+    loss = float(np.abs(regression.predict(x) - y).mean())
+    return regression.coef_[None, :], np.atleast_1d(regression.intercept_), loss
 
 
 __all__ = ["ContextLogisticRegression", "fit_context_lr"]

@@ -11,6 +11,11 @@ Endpoints (all JSON; the OpenAPI schema is at ``/openapi.json``):
 - ``DELETE /dialogues/{id}``: forget a dialogue everywhere (session, store, corrections);
 - ``GET /``: a web page to try all of the above.
 
+Labels, predictions and corrections take the form of the model's task (``GET /model``
+says which): a class name with class probabilities; the list of labels present with a
+probability per label (multilabel); or a score in [-3, 3] without probabilities
+(regression). See :mod:`joyful.service.schemas`.
+
 The model runs under a lock: a forward pass already uses the cores, and a shared module
 must not see two requests at once. Route functions are plain ``def``, so FastAPI runs
 them in its thread pool and a long prediction never blocks ``/health``.
@@ -37,8 +42,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from joyful import __version__
 from joyful.api import Joyful
-from joyful.corrections import CorrectionStore
+from joyful.corrections import CorrectionStore, checked_label
 from joyful.data.context_text import contextual_texts
+from joyful.data.label_forms import SENTIMENT_RANGE, Label
 from joyful.data.schema import Dialogue, DialogueSet, feature_field, missing_matrix, missing_rows
 from joyful.data.text_encoder import TextEncoder
 from joyful.data.text_features import ENCODER, ensure_text_features
@@ -141,8 +147,9 @@ class Predictor:
         clf.text_cache = False
         self.clf = clf
         self.info = clf.info
+        self.task = self.info.task
         self.labels = list(self.info.label_set.labels)
-        self.known_labels = {*self.labels, *self.info.label_set.dropped}
+        self.thresholds = clf.thresholds
         self.widths = {m: int(self.info.widths[m]) for m in clf.config.modality_order}
         self.text_encoder = str(clf.text_encoder_dir or clf.config.text_encoder) if "t" in self.widths else None
         self._lock = threading.Lock()
@@ -151,6 +158,15 @@ class Predictor:
     @property
     def causal(self) -> bool:
         return bool(self.clf.config.causal)
+
+    def checked_label(self, label: object, dialogue: str, index: int, *, gold: bool = False) -> Label:
+        """``label`` in the task's form, checked against the model's labels (see :func:`checked_label`).
+
+        A ``gold`` label sent with an utterance may also be one the label set drops (its
+        utterance is then left out of the graph, as in training); a correction may not.
+        """
+        labels = [*self.labels, *self.info.label_set.dropped] if gold else self.labels
+        return checked_label(label, self.task, labels, SOURCE, dialogue, index)
 
     def only_model_modalities(self, d: Dialogue) -> Dialogue:
         """Drop modalities the model does not use; refuse vectors of the wrong width, naming the utterance."""
@@ -264,8 +280,11 @@ def create_app(
         """What the model predicts and what it expects in a request."""
         info = predictor.info
         return {
+            "task": predictor.task,
             "labels": predictor.labels,
             "label_set": info.label_set.name,
+            "thresholds": (predictor.thresholds or [0.5] * len(predictor.labels)) if predictor.task == "multilabel" else None,
+            "score_range": list(SENTIMENT_RANGE) if predictor.task == "regression" else None,
             "modalities": list(predictor.widths),
             "widths": {feature_field(m): w for m, w in predictor.widths.items()},
             "causal": predictor.causal,
@@ -284,7 +303,9 @@ def create_app(
         store_dialogue: Annotated[bool, Query(alias="store", description="Save the dialogue so it can be corrected.")] = True,
     ) -> dict:
         """Label every utterance of one dialogue, given as one line of the JSONL dialogue format."""
-        d = predictor.only_model_modalities(dialogue_from_record(body.model_dump(exclude_none=True), SOURCE))
+        d = predictor.only_model_modalities(
+            dialogue_from_record(body.model_dump(exclude_none=True), SOURCE, task=predictor.task)
+        )
         d.validate(SOURCE)
         if store_dialogue and sessions.has_dialogue(d.id):
             raise Conflict(f"dialogue {d.id!r} has a live session; send it under another id")
@@ -341,15 +362,13 @@ def create_app(
     # ------------------------------------------------------------------ corrections and deletion
     @app.post("/corrections", response_model=CorrectionOut, status_code=201, responses=errors)
     def add_correction(body: CorrectionIn) -> dict:
-        """Record a human's label for one utterance of a stored dialogue (for `joyful finetune`)."""
-        if body.label not in predictor.labels:
-            raise DataError(
-                SOURCE, f"unknown label {body.label!r}; the model's labels are {', '.join(predictor.labels)}",
-                dialogue=body.dialogue, index=body.index, field="label",
-            )
+        """Record a human's label for one utterance of a stored dialogue (for `joyful finetune`), in the task's form."""
+        label = predictor.checked_label(body.label, body.dialogue, body.index)
         if store.dialogue(body.dialogue) is None:
             raise NotFound(f"dialogue {body.dialogue!r} is not stored (deleted, or predicted with store=false)")
-        c = store.add_correction(body.dialogue, body.index, body.label, body.annotator, labels=predictor.labels)
+        c = store.add_correction(
+            body.dialogue, body.index, label, body.annotator, labels=predictor.labels, task=predictor.task
+        )
         return dataclasses.asdict(c)
 
     @app.get("/corrections", response_model=list[CorrectionOut])
@@ -378,20 +397,17 @@ def _parse_utterance(body: UtteranceIn, session: Session, n: int, predictor: Pre
     did = session.dialogue.id
     try:
         record = {"dialogue": did, "utterances": [body.model_dump(exclude_none=True)]}
-        u = predictor.only_model_modalities(dialogue_from_record(record, SOURCE))
+        u = predictor.only_model_modalities(dialogue_from_record(record, SOURCE, task=predictor.task))
         u.validate(SOURCE)
+        if u.labels is not None:
+            u.labels = [predictor.checked_label(u.labels[0], did, 0, gold=True)]
     except DataError as e:
         raise DataError(SOURCE, e.problem, dialogue=did, field=e.field, index=n) from None
-    speaker, label = u.speakers[0], (u.labels or [None])[0]
+    speaker = u.speakers[0]
     if session.declared_speakers is not None and speaker not in session.declared_speakers:
         raise DataError(
             SOURCE, f"speaker {speaker!r} is not one of the session's speakers ({', '.join(session.declared_speakers)})",
             dialogue=did, field="speaker", index=n,
-        )
-    if label is not None and label not in predictor.known_labels:
-        raise DataError(
-            SOURCE, f"unknown label {label!r}; the model's labels are {', '.join(predictor.labels)}",
-            dialogue=did, field="label", index=n,
         )
     return u
 

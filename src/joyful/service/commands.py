@@ -71,24 +71,34 @@ def correct_command(
     store: StorePath = DEFAULT_STORE,
     dialogue: Annotated[str, typer.Option(help="Id of the dialogue.")],
     index: Annotated[int, typer.Option(help="Position of the utterance in the dialogue (as in predictions).")],
-    label: Annotated[str, typer.Option(help="The right label.")],
+    label: Annotated[Optional[str], typer.Option(help="Classification: the right class.")] = None,
+    emotions: Annotated[Optional[str], typer.Option(help="Multilabel: the emotions (labels) present, comma-separated; '' for none.")] = None,
+    score: Annotated[Optional[float], typer.Option(help="Regression: the right score, in [-3, 3].")] = None,
     annotator: Annotated[Optional[str], typer.Option(help="Who made the correction.")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Check the label against this model's label set.")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Check the correction against this model's task and labels.")] = None,
 ) -> None:
-    """Record a human correction of one utterance's label, for `joyful finetune`; prints it as JSON."""
+    """Record a human correction of one utterance's label, for `joyful finetune`; prints it as JSON.
+
+    Give exactly one of --label, --emotions and --score: the form of the model's labels.
+    """
     from dataclasses import asdict
 
     from joyful.corrections import CorrectionStore
 
+    given = [value for value in (label, emotions, score) if value is not None]
+    if len(given) != 1:
+        raise JoyfulError("give exactly one of --label (a class), --emotions (those present) and --score (a number)")
     if not store.is_file():
         raise JoyfulError(f"{store}: no such correction store (`joyful serve --store` creates one)")
-    labels = None
+    value = given[0] if emotions is None else tuple(e.strip() for e in emotions.split(",") if emotions.strip())
+    labels = task = None
     if model is not None:
         from joyful.training.checkpoint import load_checkpoint
 
-        labels = load_checkpoint(model)[1].label_set.labels
+        info = load_checkpoint(model)[1]
+        labels, task = info.label_set.labels, info.task
     with CorrectionStore(store) as db:
-        correction = db.add_correction(dialogue, index, label, annotator, labels=labels)
+        correction = db.add_correction(dialogue, index, value, annotator, labels=labels, task=task)
     typer.echo(json.dumps(asdict(correction), ensure_ascii=False))
 
 

@@ -5,13 +5,17 @@ exactly what to send and what comes back, and so that type errors are answered w
 offending field's path before any model code runs. The request shapes are those of the
 JSONL dialogue format (a dialogue is one line of a file, an utterance one element of its
 ``utterances``), so a client can send what it would write to a file.
+
+A label has the form of the model's task (``GET /model`` says which): a class name
+(classification), the list of labels present (multilabel: CMU-MOSEI's emotions; ``[]`` for
+none), or a score in [-3, 3] (regression: sentiment). Predictions use the same form.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, StrictFloat, StrictInt, StringConstraints
 
 
 def _int_as_str(value: object) -> object:
@@ -26,6 +30,17 @@ Id = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$"), BeforeValidator(_int_as_str),
     Field(description="No '/' or control characters."),
 ]
+# Strict numbers, so that true is not a score of 1, and integers kept: the task reads them
+# (a class name "3" for a classification model, a score for a regression model).
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LabelIn = Annotated[
+    LabelName | list[LabelName] | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)],
+    Field(description="A class name, the list of labels present ([] for none), or a score in [-3, 3], as the model's task."),
+]
+LabelOut = Annotated[
+    str | list[str] | float,
+    Field(description="A class name, the list of labels present (multilabel), or the score (regression)."),
+]
 
 
 class UtteranceIn(BaseModel):
@@ -37,7 +52,7 @@ class UtteranceIn(BaseModel):
     )
     speaker: Name
     text: str | None = Field(None, description="What was said; encoded by the model's text encoder when text_features is absent.")
-    label: Name | None = Field(None, description="A known (gold) label, stored with the dialogue; not used to predict.")
+    label: LabelIn | None = Field(None, description="A known (gold) label, stored with the dialogue; not used to predict.")
     text_features: Vector | None = None
     audio: Vector | None = None
     visual: Vector | None = None
@@ -65,29 +80,36 @@ class CorrectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dialogue: Id
     index: Annotated[int, Field(ge=0, description="The utterance's position in the dialogue (as in predictions).")]
-    label: Name
+    label: LabelIn
     annotator: Name | None = None
 
 
 class ContextInfluence(BaseModel):
     index: int
     speaker: str
-    influence: float = Field(description="Drop in the predicted label's probability when this utterance is left out.")
+    influence: float = Field(description="Drop in the label's support when this utterance is left out.")
 
 
 class Explanation(BaseModel):
-    """Why the model chose a label: leave-one-modality-out and leave-one-utterance-out drops in its probability."""
+    """Why the model chose a label: leave-one-modality-out and leave-one-utterance-out drops in its support.
+
+    The support is the label's probability (classification), the mean confidence in the
+    decision over the labels (multilabel: p for one present, 1 - p for one absent), or the
+    score itself (regression: a positive drop means the part raised the score).
+    """
 
     model_config = ConfigDict(extra="allow")
-    modalities: dict[str, float] = Field(description="Per modality (text, audio, visual): drop in the label's probability without it.")
-    context: list[ContextInfluence] = Field(description="The context utterances whose removal changes the probability most.")
+    modalities: dict[str, float] = Field(description="Per modality (text, audio, visual): drop in the support without it.")
+    context: list[ContextInfluence] = Field(description="The context utterances whose removal changes the support most.")
 
 
 class PredictionOut(BaseModel):
     index: int = Field(description="The utterance's position in the dialogue as sent.")
     speaker: str
-    label: str
-    probabilities: dict[str, float]
+    label: LabelOut
+    probabilities: dict[str, float] | None = Field(
+        None, description="Per class (summing to 1) or per label (each on its own); none for a score.",
+    )
     explanation: Explanation | None = None
 
 
@@ -113,7 +135,7 @@ class UtteranceOut(PredictionOut):
 class CorrectionOut(BaseModel):
     dialogue: str
     index: int
-    label: str
+    label: LabelOut
     annotator: str | None
     created: str = Field(description="ISO-8601 time in UTC.")
 
@@ -124,8 +146,13 @@ class DeletedOut(BaseModel):
 
 
 class ModelOut(BaseModel):
-    labels: list[str]
+    task: str = Field(description="classification (one class), multilabel (the labels present) or regression (a score).")
+    labels: list[str] = Field(description="The classes, or the labels of a multilabel model; ['sentiment'] for a score.")
     label_set: str
+    thresholds: list[float] | None = Field(
+        None, description="Multilabel: the probability from which each label (in `labels` order) counts as present.",
+    )
+    score_range: list[float] | None = Field(None, description="Regression: the lowest and highest score.")
     modalities: list[str] = Field(description="Modality keys the model uses: t (text), a (audio), v (visual).")
     widths: dict[str, int] = Field(description="Expected vector width per request field (text_features, audio, visual).")
     causal: bool

@@ -4,10 +4,18 @@ Fine-tuning only on a handful of corrected utterances would pull the model towar
 and away from everything else (catastrophic forgetting: classes absent from the
 corrections fade). So each epoch mixes the new dialogues with a replay sample of the
 original training dialogues, the learning rate is lowered, and the epoch kept is the one
-that gets the new labels most right among those whose validation weighted F1 stays within
-``tolerance`` of the original model's. The original weights compete as epoch 0: when no
-epoch gets more new labels right within that tolerance, the original model is kept (and
-the report says so) rather than an epoch that forgot. Scores before and after are reported.
+that agrees best with the new labels among those whose validation score (the task's
+primary metric: weighted F1, or MAE for a regression model) is no more than
+``tolerance`` worse than the original model's. The original weights compete as epoch 0:
+when no epoch agrees better within that tolerance, the original model is kept (and the
+report says so) rather than an epoch that forgot. Scores before and after are reported.
+
+Agreement with the new labels is, per task (:data:`NEW_LABEL_METRIC`): accuracy; for a
+multilabel model the mean over labels of per-label accuracy, rather than subset accuracy,
+because a correction usually fixes one emotion of six and should count when only that
+one comes right (subset accuracy moves only when all six are right, so on a few
+corrections it rarely tells epochs apart); for a regression model the MAE, used negated
+so that higher is better. Decisions use the model's thresholds, which are kept.
 """
 
 from __future__ import annotations
@@ -20,11 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from joyful.api import DataLike, Joyful
-from joyful.batching import IGNORE_INDEX, EncodedDialogue, encode_dialogues
+from joyful.batching import EncodedDialogue, encode_dialogues
 from joyful.data.schema import DialogueSet
+from joyful.data.tasks import Task, get_task
 from joyful.errors import DataError, JoyfulError
 from joyful.training.inference import evaluate_encoded, predict_probabilities
 from joyful.training.loop import train
+
+#: The agreement with the new labels each task reports (higher is better, but for MAE).
+NEW_LABEL_METRIC = {"classification": "accuracy", "multilabel": "label_agreement", "regression": "mae"}
+#: Added to the selection score of an epoch below the validation floor. Every acceptable
+#: epoch scores at least -6 - 0.006 (a MAE on [-3, 3] is at most 6), so any epoch under
+#: the floor ranks below all of them, and epochs under it stay ordered by validation score.
+_BELOW_FLOOR = -10.0
 
 
 @dataclass
@@ -34,37 +50,76 @@ class AdaptationReport:
     n_new_dialogues: int
     n_new_labels: int
     n_replay_dialogues: int
-    new_accuracy_before: float
-    new_accuracy_after: float
+    task: str
+    new_before: float
+    """The agreement with the new labels (:data:`NEW_LABEL_METRIC` of the task) before adapting."""
+    new_after: float
     valid_before: dict | None = None
     valid_after: dict | None = None
     best_epoch: int = 0
     """0: no epoch beat the original model, which is kept unchanged."""
     history: list[dict] = field(default_factory=list)
 
-    def summary(self) -> dict:
-        def wf1(m: dict | None) -> float | None:
-            return None if m is None else round(m["weighted_f1"], 4)
+    @property
+    def new_metric(self) -> str:
+        return NEW_LABEL_METRIC[self.task]
 
+    @property
+    def valid_metric(self) -> str:
+        return get_task(self.task).primary_metric
+
+    @property
+    def new_accuracy_before(self) -> float:
+        """A classification report's ``new_before``, under the name the summary gives it."""
+        return self._accuracy(self.new_before)
+
+    @property
+    def new_accuracy_after(self) -> float:
+        return self._accuracy(self.new_after)
+
+    def _accuracy(self, value: float) -> float:
+        if self.task != "classification":
+            raise AttributeError(f"a {self.task} report has new_before/new_after ({self.new_metric}), not accuracy")
+        return value
+
+    def summary(self) -> dict:
+        """Keys name their metrics: ``new_<agreement>_before``, ``valid_<primary metric>_before`` and the ``_after`` pair."""
+
+        def valid(m: dict | None) -> float | None:
+            return None if m is None else round(m[self.valid_metric], 4)
+
+        new, primary = self.new_metric, self.valid_metric
         return {
+            "task": self.task,
             "new_dialogues": self.n_new_dialogues,
             "new_labels": self.n_new_labels,
             "replay_dialogues": self.n_replay_dialogues,
-            "new_accuracy_before": round(self.new_accuracy_before, 4),
-            "new_accuracy_after": round(self.new_accuracy_after, 4),
-            "valid_weighted_f1_before": wf1(self.valid_before),
-            "valid_weighted_f1_after": wf1(self.valid_after),
+            "new_metric": new,
+            f"new_{new}_before": round(self.new_before, 4),
+            f"new_{new}_after": round(self.new_after, 4),
+            "valid_metric": primary,
+            f"valid_{primary}_before": valid(self.valid_before),
+            f"valid_{primary}_after": valid(self.valid_after),
             "best_epoch": self.best_epoch,
             "kept_original": self.best_epoch == 0,
         }
 
 
-def _new_label_accuracy(clf: Joyful, dialogues: list[EncodedDialogue]) -> float:
-    probs = predict_probabilities(clf.model, dialogues, clf.config.batch_size)
+def _new_label_agreement(clf: Joyful, dialogues: list[EncodedDialogue]) -> float:
+    """The task's agreement with the labelled utterances of ``dialogues``, higher better (MAE comes negated)."""
+    task = get_task(clf.info.task)
+    outputs = np.concatenate(predict_probabilities(clf.model, dialogues, clf.config.batch_size))
     y = np.concatenate([d.label.numpy() for d in dialogues])
-    pred = np.concatenate([p.argmax(-1) for p in probs])
-    known = y != IGNORE_INDEX
-    return float((pred[known] == y[known]).mean())
+    known = np.concatenate([task.labelled(d.label).numpy() for d in dialogues])
+    decided, y = task.decide(outputs[known], clf.thresholds), y[known]
+    if task.name == "regression":
+        return -float(np.abs(decided - y).mean())
+    return float((decided == y).mean())  # multilabel: over every (utterance, label) cell
+
+
+def _reported(task: Task, agreement: float) -> float:
+    """An agreement as the report gives it: MAE positive."""
+    return -agreement if task.name == "regression" else agreement
 
 
 def adapt(
@@ -85,35 +140,44 @@ def adapt(
     the graph as context and are not trained on. Each epoch sees every new dialogue
     ``replay_per_new`` times over (so a few corrections are not drowned out) beside up to
     ``replay_per_new`` × as many replayed training dialogues, drawn once with the model's
-    seed. ``lr`` defaults to a third of the model's training learning rate.
+    seed. ``lr`` defaults to a third of the model's training learning rate. ``tolerance``
+    is in the units of the task's primary metric: weighted F1 may fall, or MAE rise, by that much.
     """
     clf._require_model()
-    labels = clf.info.label_set
+    labels, task = clf.info.label_set, get_task(clf.info.task)
     new_set = clf.prepare(new, role="train", label_set=labels, progress=progress)
-    if not new_set.labels_found():
+    if not new_set.labelled():
         raise DataError(new_set.source, "no labelled or corrected utterance to adapt to", field="label")
     widths, order = clf.info.widths, clf.config.modality_order
-    enc_new = encode_dialogues(new_set, order, labels, widths)
+
+    def encoded(data: DialogueSet) -> list[EncodedDialogue]:
+        return encode_dialogues(data, order, labels, widths, task)
+
+    enc_new = encoded(new_set)
     enc_replay: list[EncodedDialogue] = []
     if replay is not None:
-        replay_set = clf.prepare(replay, role="train", label_set=labels, progress=progress)
-        enc_replay = encode_dialogues(replay_set, order, labels, widths)
+        enc_replay = encoded(clf.prepare(replay, role="train", label_set=labels, progress=progress))
         rng = np.random.default_rng(clf.config.seed)
         keep = rng.permutation(len(enc_replay))[: replay_per_new * replay_per_new * len(enc_new)]
         enc_replay = [enc_replay[i] for i in sorted(keep)]
     enc_valid = None
     if valid is not None:
-        enc_valid = encode_dialogues(clf.prepare(valid, role="valid", label_set=labels, progress=progress), order, labels, widths)
+        enc_valid = encoded(clf.prepare(valid, role="valid", label_set=labels, progress=progress))
 
+    def valid_metrics(model) -> dict:
+        return evaluate_encoded(model, enc_valid, labels.labels, clf.config.batch_size, thresholds=clf.thresholds)
+
+    before = _new_label_agreement(clf, enc_new)
     report = AdaptationReport(
         n_new_dialogues=len(enc_new),
-        n_new_labels=int(sum((d.label != IGNORE_INDEX).sum() for d in enc_new)),
+        n_new_labels=int(sum(task.labelled(d.label).sum() for d in enc_new)),
         n_replay_dialogues=len(enc_replay),
-        new_accuracy_before=_new_label_accuracy(clf, enc_new),
-        new_accuracy_after=0.0,
+        task=task.name,
+        new_before=_reported(task, before),
+        new_after=0.0,
     )
     if enc_valid:
-        report.valid_before = evaluate_encoded(clf.model, enc_valid, labels.labels, clf.config.batch_size)
+        report.valid_before = valid_metrics(clf.model)
 
     adapted = Joyful(clf.config.replace(lr=lr or clf.config.lr / 3, epochs=epochs, patience=epochs))
     adapted.info = copy.deepcopy(clf.info)
@@ -121,17 +185,18 @@ def adapt(
     adapted.text_encoder_dir = clf.text_encoder_dir
     adapted.model = copy.deepcopy(clf.model)
     adapted.model.config = adapted.config
-    floor = report.valid_before["weighted_f1"] - tolerance if report.valid_before else None
+    floor = task.selection_score(report.valid_before) - tolerance if report.valid_before else None
 
-    def selection(valid_metrics: dict) -> float:
-        """Most new labels right, among epochs that keep validation WF1 within tolerance."""
-        accuracy = _new_label_accuracy(adapted, enc_new)
-        if valid_metrics["weighted_f1"] < floor:
-            return valid_metrics["weighted_f1"] - 2.0  # below every acceptable epoch, still ordered
-        return accuracy + 1e-3 * valid_metrics["weighted_f1"]
+    def selection(epoch_metrics: dict) -> float:
+        """Best agreement with the new labels, among epochs whose validation score is within tolerance."""
+        # The training loop scores at 0.5; a multilabel model decides at its own thresholds.
+        score = task.selection_score(valid_metrics(adapted.model) if clf.thresholds else epoch_metrics)
+        if score < floor:
+            return _BELOW_FLOOR + score  # below every acceptable epoch, still ordered
+        return _new_label_agreement(adapted, enc_new) + 1e-3 * score
 
     # The original model is within tolerance by definition: an epoch must beat it to be kept.
-    initial = report.new_accuracy_before + 1e-3 * report.valid_before["weighted_f1"] if enc_valid else None
+    initial = before + 1e-3 * task.selection_score(report.valid_before) if enc_valid else None
     result = train(
         adapted.model, enc_new * replay_per_new + enc_replay, enc_valid, labels.labels,
         progress=progress, selection=selection if enc_valid else None, initial_score=initial,
@@ -140,9 +205,9 @@ def adapt(
     adapted.model.eval()
     report.best_epoch = result.best_epoch
     report.history = [r.row() for r in result.history]
-    report.new_accuracy_after = _new_label_accuracy(adapted, enc_new)
+    report.new_after = _reported(task, _new_label_agreement(adapted, enc_new))
     if enc_valid:
-        report.valid_after = evaluate_encoded(adapted.model, enc_valid, labels.labels, clf.config.batch_size)
+        report.valid_after = valid_metrics(adapted.model)
     adapted.config = clf.config
     adapted.info.extra.update(
         adapted_from=clf.info.extra.get("data_hash"),
@@ -173,4 +238,4 @@ def stored_corrections(path: str | os.PathLike) -> DialogueSet:
     return DialogueSet(dialogues, str(path))
 
 
-__all__ = ["AdaptationReport", "adapt", "save_adapted", "stored_corrections"]
+__all__ = ["NEW_LABEL_METRIC", "AdaptationReport", "adapt", "save_adapted", "stored_corrections"]

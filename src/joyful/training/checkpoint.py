@@ -40,6 +40,8 @@ class ModelInfo:
     widths: dict[str, int]
     n_speakers: int
     extra: dict[str, Any]
+    task: str = "classification"
+    """The task resolved from the training data (the config may say ``auto``)."""
 
     def to_meta(self, weights_sha256: str) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class ModelInfo:
             "label_set": self.label_set.to_dict(),
             "widths": self.widths,
             "n_speakers": self.n_speakers,
+            "task": self.task,
             "weights_sha256": weights_sha256,
             **self.extra,
         }
@@ -95,6 +98,7 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], Mod
             label_set=LabelSet.from_dict(meta["label_set"]),
             widths={str(k): int(v) for k, v in meta["widths"].items()},
             n_speakers=int(meta["n_speakers"]),
+            task=str(meta.get("task", "classification")),  # models saved before tasks existed classify
             extra={k: v for k, v in meta.items() if k not in _CORE_KEYS},
         )
     except (KeyError, TypeError, ValueError, JoyfulError, RuntimeError) as e:
@@ -102,4 +106,4 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], Mod
     return state, info
 
 
-_CORE_KEYS = {"format", "format_version", "config", "label_set", "widths", "n_speakers", "weights_sha256"}
+_CORE_KEYS = {"format", "format_version", "config", "label_set", "widths", "n_speakers", "task", "weights_sha256"}

@@ -1,4 +1,4 @@
-"""Several Joyful models trained with consecutive seeds, predicting the mean of their probabilities.
+"""Several Joyful models trained with consecutive seeds, predicting the mean of their outputs.
 
 On IEMOCAP's small validation set one run's weighted F1 moves by about ±2 points with the
 seed; averaging the members' class probabilities removes much of that variance (three
@@ -17,7 +17,7 @@ from joyful.model import JoyfulModel, JoyfulOutput
 
 
 class EnsembleModel(nn.Module):
-    """Members' probabilities averaged; logits are their log, so a softmax gives the mean back.
+    """Members' outputs averaged (probabilities, or scores); logits are chosen so the task's output is that mean.
 
     Training (only ever done jointly when adapting a saved ensemble) sums the members'
     losses, so each member is fitted as it would be alone. ``fused``/``encoded``
@@ -31,6 +31,7 @@ class EnsembleModel(nn.Module):
         self.members = nn.ModuleList(members)
         self.modalities = members[0].modalities
         self.n_speakers = members[0].n_speakers
+        self.task = members[0].task
 
     @property
     def config(self):
@@ -65,9 +66,9 @@ class EnsembleModel(nn.Module):
 
     def forward(self, batch: Batch, class_weight: torch.Tensor | None = None) -> JoyfulOutput:
         outs = [m(batch, class_weight) for m in self.members]
-        probs = torch.stack([o.logits.softmax(-1) for o in outs]).mean(0)
         losses = {k: sum(o.losses[k] for o in outs) for k in outs[0].losses}
-        return JoyfulOutput(probs.clamp_min(1e-12).log(), losses, outs[0].fused, outs[0].encoded)
+        logits = self.task.ensemble_logits([o.logits for o in outs])
+        return JoyfulOutput(logits, losses, outs[0].fused, outs[0].encoded)
 
 
 __all__ = ["EnsembleModel"]

@@ -1,4 +1,4 @@
-"""The training loop: Adam, early stopping on validation weighted F1, per-epoch history."""
+"""The training loop: Adam, early stopping on the task's validation metric, per-epoch history."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from joyful.batching import IGNORE_INDEX, EncodedDialogue, iterate_batches
+from joyful.batching import EncodedDialogue, iterate_batches
+from joyful.data.tasks import Task
 from joyful.model import JoyfulModel
 from joyful.training import distributed
 from joyful.training.device import autocast, module_device
@@ -18,6 +19,8 @@ from joyful.training.inference import evaluate_encoded
 from joyful.training.seeding import seed_everything
 
 LOSS_PARTS = ("all", "ce", "mf", "ct")
+#: Validation scores kept in the history, whichever of them the task reports.
+HISTORY_METRICS = ("accuracy", "weighted_f1", "macro_f1", "micro_f1", "mae", "corr", "acc2")
 
 
 @dataclass
@@ -36,7 +39,7 @@ class EpochRecord:
         row.update({"epoch": self.epoch, "seconds": round(self.seconds, 3)})
         row.update({f"loss_{k}": v for k, v in self.losses.items()})
         if self.valid is not None:
-            row.update({f"valid_{k}": self.valid[k] for k in ("accuracy", "weighted_f1", "macro_f1")})
+            row.update({f"valid_{k}": self.valid[k] for k in HISTORY_METRICS if k in self.valid})
         return row
 
 
@@ -48,10 +51,20 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def class_weights(dialogues: Sequence[EncodedDialogue], n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1; absent classes get weight 0."""
+def class_weights(dialogues: Sequence[EncodedDialogue], n_classes: int, task: Task) -> torch.Tensor | None:
+    """Classification: inverse-frequency weights normalised to mean 1, absent classes 0.
+
+    Multilabel: each emotion's positives weighted by negatives/positives (BCE's
+    ``pos_weight``; 1 for an emotion never present). Regression: none.
+    """
     y = torch.cat([d.label for d in dialogues])
-    counts = torch.bincount(y[y != IGNORE_INDEX], minlength=n_classes).float()
+    y = y[task.labelled(y)]
+    if task.name == "regression":
+        return None
+    if task.name == "multilabel":
+        pos = y.sum(0)
+        return torch.where(pos > 0, (len(y) - pos) / pos.clamp(min=1), torch.ones_like(pos))
+    counts = torch.bincount(y, minlength=n_classes).float()
     w = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), torch.zeros_like(counts))
     return w * n_classes / w.sum()
 
@@ -71,7 +84,8 @@ def train(
     """Train in place and leave the best weights loaded.
 
     ``on_improvement`` is called after every epoch that beats the best selection score so
-    far (validation weighted F1, or ``selection(valid_metrics)`` when given; every epoch
+    far (the task's validation metric — weighted F1, or −MAE for regression — or
+    ``selection(valid_metrics)`` when given; every epoch
     without a validation set); the caller writes the checkpoint there, so an interrupted
     run keeps its best model. ``initial_score`` is the selection score of the weights as
     given (fine-tuning a trained model): they count as epoch 0, and are restored if no
@@ -86,7 +100,8 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     # fp16 gradients underflow without loss scaling; bf16 keeps fp32's range and needs none.
     scaler = torch.amp.GradScaler(device.type, enabled=c.precision == "fp16")
-    weight = class_weights(train_set, len(labels)).to(device) if c.class_weights else None
+    weight = class_weights(train_set, len(labels), model.task) if c.class_weights else None
+    weight = weight.to(device) if weight is not None else None
     average = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema_decay), use_buffers=True) if c.ema_decay > 0 else None
     )
@@ -134,7 +149,7 @@ def train(
         result.history.append(record)
         if on_epoch and main:
             on_epoch(record)
-        score = (selection(valid) if selection else valid["weighted_f1"]) if valid else float(epoch)
+        score = (selection(valid) if selection else model.task.selection_score(valid)) if valid else float(epoch)
         improved = score > best_score
         if ranks:  # decided once, by rank 0, so no process stops or checkpoints alone
             improved = distributed.from_main(improved)
@@ -148,7 +163,8 @@ def train(
             waited += 1
         if live is not None:
             model.load_state_dict(live)
-        epochs.set_postfix(loss=f"{record.losses['all']:.3f}", valid_wf1=f"{valid['weighted_f1']:.4f}" if valid else "-")
+        metric = model.task.primary_metric
+        epochs.set_postfix(loss=f"{record.losses['all']:.3f}", **{f"valid_{metric}": f"{valid[metric]:.4f}" if valid else "-"})
         if valid and waited >= c.patience:
             result.stopped_early = True
             break

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from joyful.analysis.plots import plot_training_curves
@@ -26,17 +27,18 @@ from joyful.training.inference import evaluate_encoded
 from joyful.training.loop import EpochRecord, TrainResult, train
 from joyful.training.seeding import seed_everything
 from joyful.training.tensorboard_log import TensorBoardLogger
+from joyful.training.thresholds import choose_thresholds
 
 Model = JoyfulModel | ContextLogisticRegression | EnsembleModel
 
 
 def build_model(
-    config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int
+    config: JoyfulConfig, widths: dict[str, int], n_classes: int, n_speakers: int, task: str = "classification"
 ) -> JoyfulModel | ContextLogisticRegression:
-    """The network ``config.architecture`` names (the graph models, or the logistic-regression baseline)."""
+    """The network ``config.architecture`` names (the graph models, or the linear baseline), with ``task``'s head."""
     if config.architecture == "context-lr":
-        return ContextLogisticRegression(config, widths, n_classes, n_speakers)
-    return JoyfulModel(config, widths, n_classes, n_speakers)
+        return ContextLogisticRegression(config, widths, n_classes, n_speakers, task)
+    return JoyfulModel(config, widths, n_classes, n_speakers, task)
 
 
 def train_members(
@@ -84,7 +86,7 @@ def train_members(
         for k in range(config.ensemble):  # members differ only in their seed
             member_config = config.replace(seed=config.seed + k)
             seed_everything(member_config.seed)
-            member = build_model(member_config, info.widths, len(labels), info.n_speakers).to(device)
+            member = build_model(member_config, info.widths, len(labels), info.n_speakers, info.task).to(device)
             if not members:
                 publish(member)
                 info.extra["ensemble_members"] = 1
@@ -108,6 +110,14 @@ def train_members(
                     evaluate_encoded(ensemble, encoded_valid, labels, config.batch_size) if encoded_valid else None
                 )
                 checkpoint(results[0].best_epoch, ensemble_valid)
+        if info.task == "multilabel" and config.thresholds == "validation" and encoded_valid:
+            model = members[0] if len(members) == 1 else EnsembleModel(members)
+            scored = evaluate_encoded(model, encoded_valid, labels, config.batch_size, with_predictions=True)
+            info.extra["thresholds"] = choose_thresholds(np.array(scored["y_true"]), np.array(scored["y_prob"]))
+            ensemble_valid = evaluate_encoded(model, encoded_valid, labels, config.batch_size, thresholds=info.extra["thresholds"])
+            if len(members) == 1:
+                results[0].best_valid = ensemble_valid
+            checkpoint(results[0].best_epoch, ensemble_valid)
     finally:
         tensorboard.close()
         if out_dir is not None and history:  # also after an interruption: the curves so far

@@ -10,10 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from joyful.training.loop import EpochRecord
-
-#: Validation scores logged per epoch (the same ones history.csv keeps).
-VALID_SCORES = ("accuracy", "weighted_f1", "macro_f1")
+from joyful.training.loop import HISTORY_METRICS, EpochRecord
 
 
 class TensorBoardLogger:
@@ -43,6 +40,9 @@ class TensorBoardLogger:
     def log_epoch(self, record: EpochRecord, step: int | None = None) -> None:
         """Losses as ``loss/L_<part>``, validation scores as ``valid/<score>``, epoch time as ``time/seconds``.
 
+        The validation scores are those of history.csv that the task has (accuracy and F1
+        for classes and emotions, MAE and correlation for a score); a correlation that is
+        undefined (constant predictions) is left out rather than drawn as 0.
         ``step`` numbers epochs across the members of an ensemble (default: the epoch).
         """
         if not self.enabled:
@@ -53,8 +53,9 @@ class TensorBoardLogger:
         for part, value in record.losses.items():
             self._writer.add_scalar(f"loss/L_{part}", value, step)
         if record.valid is not None:
-            for name in VALID_SCORES:
-                self._writer.add_scalar(f"valid/{name}", record.valid[name], step)
+            for name in HISTORY_METRICS:
+                if record.valid.get(name) is not None:
+                    self._writer.add_scalar(f"valid/{name}", record.valid[name], step)
         self._writer.add_scalar("time/seconds", record.seconds, step)
         self._writer.flush()
 

@@ -1,17 +1,25 @@
 // The joyful web page: predict a pasted dialogue or stream one utterance at a time,
 // show each utterance's label and probabilities, explain it on click, correct it.
+// A label has the form of the model's task (GET /model): a class name; the list of
+// labels present, each with its probability (multilabel); or a score on a scale
+// (regression). Corrections are made in the same form: a menu, checkboxes, a number.
 // Everything goes through the service's JSON API; user text is only ever set as
 // textContent, never parsed as HTML.
 "use strict";
 
 const COLOURS = {
-  hap: "#e0a800", joy: "#e0a800", exc: "#f07b19", surprise: "#f07b19",
+  hap: "#e0a800", joy: "#e0a800", happy: "#e0a800", exc: "#f07b19", surprise: "#f07b19",
   sad: "#3c6fd1", sadness: "#3c6fd1", neu: "#7d8593", neutral: "#7d8593",
   ang: "#d2342c", anger: "#d2342c", fru: "#8e4ec6", disgust: "#3f8f4f", fear: "#5b5f97",
 };
 const MODALITY_NAMES = { t: "text", a: "audio", v: "visual" };
 
-const state = { labels: [], mode: "stream", dialogue: null, session: null, utterances: [], selected: null };
+const NEUTRAL = "#7d8593";
+
+const state = {
+  task: "classification", labels: [], thresholds: null, range: [-3, 3],
+  mode: "stream", dialogue: null, session: null, utterances: [], selected: null,
+};
 const $ = (id) => document.getElementById(id);
 
 function colour(label) {
@@ -19,6 +27,28 @@ function colour(label) {
   let h = 0;
   for (const ch of label) h = (h * 31 + ch.charCodeAt(0)) % 360;
   return `hsl(${h}, 55%, 45%)`;
+}
+
+// A label as text, as a colour, and as the page's data-label attribute (for tests and styles).
+function labelText(label) {
+  if (typeof label === "number") return label.toFixed(2);
+  if (Array.isArray(label)) return label.length ? label.join(" + ") : "none";
+  return label;
+}
+
+function labelColour(label) {
+  if (typeof label === "number") return label < 0 ? COLOURS.anger : label > 0 ? COLOURS.disgust : NEUTRAL;
+  if (Array.isArray(label)) return label.length ? colour(label[0]) : NEUTRAL;
+  return colour(label);
+}
+
+function labelData(label) {
+  return Array.isArray(label) ? label.join(",") : String(label);
+}
+
+// The label an utterance has now: a correction made on this page, else the prediction.
+function current(u) {
+  return "corrected" in u ? u.corrected : u.label;
 }
 
 function el(tag, props = {}, ...children) {
@@ -55,10 +85,17 @@ async function api(method, path, body) {
 async function loadModel() {
   try {
     const model = await api("GET", "/model");
-    state.labels = model.labels;
+    Object.assign(state, {
+      task: model.task, labels: model.labels, thresholds: model.thresholds, range: model.score_range || state.range,
+    });
     const inputs = Object.entries(model.widths).map(([field, width]) => `${field} (${width})`).join(", ");
+    const predicts = {
+      classification: `labels: ${model.labels.join(" ")}`,
+      multilabel: `multilabel · labels: ${model.labels.join(" ")} (any of them, or none)`,
+      regression: `regression · score in [${state.range.join(", ")}]`,
+    }[model.task];
     $("model-info").textContent =
-      `labels: ${model.labels.join(" ")} · inputs: ${inputs}` +
+      `${predicts} · inputs: ${inputs}` +
       (model.text_encoder ? ` · texts encoded by ${model.text_encoder}` : "") +
       (model.causal ? " · causal: live labels are final" : " · not causal: live labels may differ from whole-dialogue ones");
   } catch (error) {
@@ -114,7 +151,7 @@ async function addUtterance(event) {
     const result = await api("POST", `/sessions/${encodeURIComponent(state.session)}/utterances`, body);
     state.utterances.push({ ...result, text });
     render();
-    status(`utterance ${result.index}: ${result.label}`);
+    status(`utterance ${result.index}: ${labelText(result.label)}`);
   } catch (error) {
     if (!$("text").value && !$("features").value) {  // give the refused utterance back to edit
       $("text").value = text;
@@ -164,27 +201,78 @@ function reset(dialogue, session) {
   render();
 }
 
-function bars(values, emotionOf) {
+// One bar per (name, value); a bar is full at |value| = scale; names in `marked` are highlighted,
+// and `ticks` (name → value) marks a threshold on its bar.
+function bars(values, emotionOf, { scale = 1, marked = [], ticks = {} } = {}) {
   const grid = el("div", { class: "bars" });
+  const at = (value) => `${Math.min(100, (Math.abs(value) / scale) * 100).toFixed(1)}%`;
   for (const [name, value] of values) {
-    const width = `${Math.min(100, Math.abs(value) * 100).toFixed(1)}%`;
+    const bar = el("span", { class: value < 0 ? "bar negative" : "bar", style: { "--emotion": emotionOf(name) } },
+      el("span", { class: "fill", style: { width: at(value) } }));
+    if (name in ticks) bar.append(el("span", { class: "tick", title: `present from ${ticks[name]}`, style: { left: at(ticks[name]) } }));
     grid.append(
-      el("span", { class: "name" }, name),
-      el("span", { class: value < 0 ? "bar negative" : "bar", style: { "--emotion": emotionOf(name) } },
-        el("span", { style: { width } })),
+      el("span", { class: marked.includes(name) ? "name on" : "name" }, name),
+      bar,
       el("span", { class: "value" }, value.toFixed(3)),
     );
   }
   return grid;
 }
 
-function correctionControl(u) {
+// A score on the model's scale: a bar from 0 to the score, the zero marked.
+function scoreBar(score) {
+  const [low, high] = state.range;
+  const at = (v) => ((Math.min(high, Math.max(low, v)) - low) / (high - low)) * 100;
+  const fill = el("span", { class: "fill",
+    style: { left: `${Math.min(at(0), at(score)).toFixed(1)}%`, width: `${Math.abs(at(score) - at(0)).toFixed(1)}%` } });
+  return el("div", { class: "score", "aria-label": `score ${score.toFixed(2)} on [${low}, ${high}]` },
+    el("span", { class: "muted" }, String(low)),
+    el("span", { class: "track" }, fill, el("span", { class: "zero", style: { left: `${at(0).toFixed(1)}%` } })),
+    el("span", { class: "muted" }, String(high)),
+    el("span", { class: "value" }, score.toFixed(2)));
+}
+
+function prediction(u) {
+  if (state.task === "regression") return scoreBar(u.label);
+  if (state.task === "classification") return bars(Object.entries(u.probabilities), colour, { marked: [u.label] });
+  const ticks = Object.fromEntries(state.labels.map((label, k) => [label, state.thresholds[k]]));
+  return bars(Object.entries(u.probabilities), colour, { marked: u.label, ticks });
+}
+
+// The correction's input in the task's form, and a function reading the label it holds.
+function correctionInput(u) {
+  const now = current(u);
+  if (state.task === "regression") {
+    const [low, high] = state.range;
+    const input = el("input", { type: "number", class: "correct-score", min: low, max: high, step: "0.1",
+      "aria-label": `correct score of utterance ${u.index}` });
+    input.value = now.toFixed(2);
+    return [[input], () => {
+      if (!Number.isFinite(input.valueAsNumber)) throw new Error("the corrected score must be a number");
+      return input.valueAsNumber;
+    }];
+  }
+  if (state.task === "multilabel") {
+    const boxes = state.labels.map((label) => {
+      const box = el("input", { type: "checkbox", class: "correct-emotion", value: label });
+      box.checked = now.includes(label);
+      return box;
+    });
+    const group = el("span", { class: "emotions", role: "group", "aria-label": `labels present in utterance ${u.index}` },
+      ...boxes.map((box) => el("label", {}, box, box.value)));
+    return [[group], () => boxes.filter((box) => box.checked).map((box) => box.value)];
+  }
   const select = el("select", { class: "correct-label", "aria-label": `correct label of utterance ${u.index}` },
     ...state.labels.map((label) => el("option", { value: label }, label)));
-  select.value = u.corrected || u.label;
+  select.value = now;
+  return [[select], () => select.value];
+}
+
+function correctionControl(u) {
+  const [inputs, read] = correctionInput(u);
   const button = el("button", { type: "button", class: "correct-button" }, "Correct");
-  button.addEventListener("click", () => correct(u, select.value).catch((e) => status(e.message, true)));
-  const box = el("div", { class: "correct" }, select, button);
+  button.addEventListener("click", () => Promise.resolve().then(() => correct(u, read())).catch((e) => status(e.message, true)));
+  const box = el("div", { class: "correct" }, ...inputs, button);
   box.addEventListener("click", (event) => event.stopPropagation());
   return box;
 }
@@ -196,9 +284,9 @@ function render() {
     const item = el("li", {
       class: "utterance" + (state.selected === u.index ? " selected" : ""),
       "data-index": u.index,
-      "data-label": u.corrected || u.label,
+      "data-label": labelData(current(u)),
       tabindex: "0",
-      style: { "--emotion": colour(u.corrected || u.label) },
+      style: { "--emotion": labelColour(current(u)) },
       onclick: () => explain(u),
       onkeydown: (event) => { if (event.key === "Enter") explain(u); },
     },
@@ -206,10 +294,10 @@ function render() {
       el("span", { class: "muted" }, `#${u.index}`),
       el("span", { class: "who" }, u.speaker),
       el("span", { class: "said" }, u.text || ""),
-      el("span", { class: "chip" }, u.label)),
-    bars(Object.entries(u.probabilities), colour),
+      el("span", { class: "chip" }, labelText(u.label))),
+    prediction(u),
     correctionControl(u));
-    if (u.corrected) item.append(el("span", { class: "corrected" }, `corrected to ${u.corrected}`));
+    if ("corrected" in u) item.append(el("span", { class: "corrected" }, `corrected to ${labelText(u.corrected)}`));
     return item;
   });
   $("timeline").replaceChildren(...items);
@@ -218,17 +306,25 @@ function render() {
 function explain(u) {
   state.selected = u.index;
   render();
-  const panel = [el("h2", {}, `Explanation: #${u.index} ${u.speaker} → ${u.label}`)];
+  const shown = labelText(u.label);
+  const panel = [el("h2", {}, `Explanation: #${u.index} ${u.speaker} → ${shown}`)];
   const x = u.explanation;
+  // What the explanation measures: the label's probability, the confidence in the whole decision, or the score.
+  const [measure, delta, scale] = {
+    classification: [`Drop in p(${shown}) when a modality is left out:`, "Δp", 1],
+    multilabel: ["Drop in the confidence in this decision (mean over the labels) when a modality is left out:", "Δ", 1],
+    regression: ["Change in the score when a modality is left out (positive: it raised the score):", "Δ score",
+      (state.range[1] - state.range[0]) / 2],
+  }[state.task];
   if (!x) {
     panel.push(el("p", { class: "muted" }, "No explanation was computed for this prediction."));
   } else {
-    panel.push(el("p", { class: "muted" }, `Drop in p(${u.label}) when a modality is left out:`));
-    panel.push(bars(Object.entries(x.modalities).map(([m, d]) => [MODALITY_NAMES[m] || m, d]), () => colour(u.label)));
+    panel.push(el("p", { class: "muted" }, measure));
+    panel.push(bars(Object.entries(x.modalities).map(([m, d]) => [MODALITY_NAMES[m] || m, d]), () => labelColour(u.label), { scale }));
     panel.push(el("p", { class: "muted" }, "Context utterances whose removal changes it most:"));
     const rows = x.context.map((c) => el("tr", {}, el("td", {}, `#${c.index}`), el("td", {}, c.speaker), el("td", {}, c.influence.toFixed(3))));
     panel.push(rows.length
-      ? el("table", { id: "context-table" }, el("tr", {}, el("th", {}, "utterance"), el("th", {}, "speaker"), el("th", {}, "Δp")), ...rows)
+      ? el("table", { id: "context-table" }, el("tr", {}, el("th", {}, "utterance"), el("th", {}, "speaker"), el("th", {}, delta)), ...rows)
       : el("p", { class: "muted" }, "No context utterance."));
   }
   $("explanation").replaceChildren(...panel);
@@ -238,10 +334,10 @@ async function correct(u, label) {
   const body = { dialogue: state.dialogue, index: u.index, label };
   const annotator = $("annotator").value.trim();
   if (annotator) body.annotator = annotator;
-  await api("POST", "/corrections", body);
-  u.corrected = label;
+  const saved = await api("POST", "/corrections", body);
+  u.corrected = saved.label;
   render();
-  status(`utterance ${u.index} corrected to ${label}`);
+  status(`utterance ${u.index} corrected to ${labelText(saved.label)}`);
 }
 
 async function forget() {
