@@ -326,3 +326,40 @@ def test_sidecar_feature_settings_name_the_library_versions(first_run):
     side = json.loads(sidecar_path(first_run[0]).read_text())
     assert side["feature_settings"]["a"]["librosa"] and side["feature_settings"]["v"]["scikit-image"]
     assert side["feature_settings"]["v"]["fps"] == 2.0
+
+
+def test_audio_extractor_runs_once_before_any_parallel_work(monkeypatch):
+    """Parallel first compilations of librosa's numba code corrupt its shared cache (a segfault in CI): warm up first."""
+    import os
+    import types
+
+    from joyful.extract import runner
+
+    calls: list[tuple[str, object]] = []
+
+    class Pool:
+        def warm_up(self, fn, *args):
+            calls.append(("warm", args))
+
+        def map(self, fn, items, keys=None):
+            calls.append(("map", None))
+            return iter(())
+
+    monkeypatch.setattr(runner, "_inspect_media", lambda *a: {})
+    monkeypatch.setattr(runner, "_cached_or_todo", lambda *a: [(0, "a", "k0"), (1, "v", "k1")])
+
+    class Manifest:
+        rows = [types.SimpleNamespace(media="x.wav", start=None, end=None)] * 2
+        source = "<m>"
+
+    class Cache:
+        directory = runner.Path(".")
+
+    report = runner.ExtractionReport("<m>", None, "librosa", "face", 2.0, {})
+    runner._media_features(Manifest(), {"a": ("librosa",), "v": ("face",)}, 2.0, Cache(), Pool(), {}, report, False)
+    assert calls == [("warm", ("librosa",)), ("map", None)]
+    # the local pool warms up in the calling process, before any worker exists
+    seen: list[int] = []
+    workers = runner._Workers(2)
+    workers.warm_up(lambda: seen.append(os.getpid()))
+    assert seen == [os.getpid()] and workers._pool is None

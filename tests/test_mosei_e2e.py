@@ -72,7 +72,10 @@ def test_mosi_sentiment_from_csd_files(mosi_dir, tmp_path):
            "--preset", "mosi-sentiment", "--modalities", "av", "--epochs", "20", "--config", str(config), "--quiet")
     meta = json.loads((model / "meta.json").read_text())
     assert meta["task"] == "regression" and meta["config"]["beta"] == 0.1
-    metrics = json.loads(joyful("evaluate", "--model", str(model), "--data", f"{mosi_dir}#test", "--json").stdout)
+    plot = tmp_path / "scatter.png"
+    metrics = json.loads(joyful("evaluate", "--model", str(model), "--data", f"{mosi_dir}#test", "--json",
+                                "--plot", str(plot)).stdout)
+    assert plot.read_bytes()[:4] == b"\x89PNG" and "y_pred" not in metrics
     assert {"mae", "corr", "acc2", "f1", "acc7", "acc2_non0", "f1_non0", "acc5"} <= metrics.keys()
     # the standard CMU-MOSI test fold: 31 videos, 686 segments
     assert metrics["n_utterances"] == 686
@@ -124,7 +127,10 @@ def test_mosei_emotions_from_an_mmsa_pickle(tmp_path):
     model = tmp_path / "model"
     joyful("train", "--train", str(path), "--valid", f"{path}#valid", "--out", str(model), "--preset", "mosei-emotion",
            "--modalities", "atv", "--epochs", "15", "--config", str(config), "--quiet")
-    metrics = json.loads(joyful("evaluate", "--model", str(model), "--data", f"{path}#test", "--json").stdout)
+    plot = tmp_path / "per_emotion.png"
+    metrics = json.loads(joyful("evaluate", "--model", str(model), "--data", f"{path}#test", "--json",
+                                "--plot", str(plot)).stdout)
+    assert plot.read_bytes()[:4] == b"\x89PNG" and "y_prob" not in metrics
     assert metrics["task"] == "multilabel" and set(metrics["per_emotion"]) == set(MOSEI_EMOTIONS)
     assert all(0 <= e["f1"] <= 1 and 0 <= e["weighted_accuracy"] <= 1 for e in metrics["per_emotion"].values())
     assert metrics["weighted_f1"] > 0.6  # "always absent" scores 0; the planted emotions are learnable

@@ -191,6 +191,19 @@ def audio_feature_set(name: str) -> AudioFeatureSet:
     return AUDIO_FEATURE_SETS[key]
 
 
+def warm_up(name: str) -> None:
+    """Run the set's extractor once on a short tone, so that its compiled code is cached before workers start.
+
+    librosa's pitch tracker is compiled by numba on first use and written to numba's
+    on-disk cache. Several processes compiling it at once race on that cache (the same
+    numbered files, different contents) and later processes load code that does not
+    match its index and crash (a segmentation fault in ``pyin``, seen in CI on a fresh
+    environment). One compilation before any parallel work leaves them only reading it.
+    """
+    t = np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
+    audio_extractor(name)((0.1 * np.sin(2 * np.pi * 150.0 * t)).astype(np.float32))
+
+
 @cache
 def audio_extractor(name: str) -> Callable[[np.ndarray], np.ndarray]:
     """The set's extractor, built once per process (openSMILE's is costly to set up)."""

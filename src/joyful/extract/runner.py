@@ -40,7 +40,7 @@ from joyful.atomic import atomic_write_text
 from joyful.data.schema import Dialogue, DialogueSet, missing_matrix
 from joyful.data.text_encoder import TextEncoder, default_cache_dir
 from joyful.errors import JoyfulError
-from joyful.extract.audio import audio_extractor, audio_feature_set
+from joyful.extract.audio import audio_extractor, audio_feature_set, warm_up
 from joyful.extract.cache import ResultCache, package_version, result_key
 from joyful.extract.manifest import Manifest, ManifestRow, read_manifest
 from joyful.extract.media import MediaError, MediaInfo, decode_audio, probe, sample_frames, sha256_file
@@ -322,6 +322,9 @@ def _media_features(
     tasks = [
         (directory, key, m, specs[m][0], str(rows[i].media), rows[i].start, rows[i].end, fps) for i, m, key in jobs
     ]
+    audio = {specs[m][0] for _, m, _ in jobs if m == "a"}
+    if audio:
+        pool.warm_up(warm_up, *audio)
     quiet = not progress or not jobs
     with tqdm(total=len(jobs), desc="Extracting audio/visual features", unit="result", disable=quiet) as bar:
         for (i, m, _), outcome in pool.map(_compute, tasks, keys=jobs):
@@ -490,6 +493,10 @@ class _Workers:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def warm_up(self, fn: Callable, *args: Any) -> None:
+        """``fn(*args)`` here, before any worker is started: spawned workers then load what it compiled."""
+        fn(*args)
+
     def map(self, fn: Callable, items: Iterable, keys: Iterable | None = None) -> Iterator[tuple[Any, Any]]:
         """``(key, result or exception)`` for each item, in order of completion; keys default to the items."""
         items = list(items)
@@ -522,6 +529,11 @@ class _DaskWorkers:
 
     def __init__(self, client) -> None:
         self.client = client
+
+    def warm_up(self, fn: Callable, *args: Any) -> None:
+        """``fn(*args)`` on each worker in turn, never two at once (workers of one host share a compile cache)."""
+        for address in list(self.client.scheduler_info()["workers"]):
+            self.client.run(fn, *args, workers=[address])
 
     def map(self, fn: Callable, items: Iterable, keys: Iterable | None = None) -> Iterator[tuple[Any, Any]]:
         """``(key, result or exception)`` for each item, in order of completion; keys default to the items."""
