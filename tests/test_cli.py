@@ -71,7 +71,9 @@ def test_predict_jsonl(model_dir, data_dir, tmp_path):
 
 def test_predict_to_stdout(model_dir, data_dir):
     lines = joyful("predict", "--model", str(model_dir), "--data", str(data_dir / "valid.jsonl")).stdout.splitlines()
-    assert all(set(json.loads(line)) == {"dialogue", "index", "speaker", "label", "probabilities"} for line in lines)
+    rows = [json.loads(line) for line in lines]
+    assert all(set(r) == {"dialogue", "index", "speaker", "label", "probabilities", "confidence"} for r in rows)
+    assert all(r["confidence"] == max(r["probabilities"].values()) for r in rows)
 
 
 def test_help_explains_every_command():

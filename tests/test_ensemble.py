@@ -31,6 +31,11 @@ def ensemble(data_dir, tmp_path_factory):
     return clf, out
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def saved_members(out) -> list[JoyfulModel]:
     """Each member rebuilt alone from the ensemble's ``model.pt`` (keys ``members.<k>.<param>``)."""
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
@@ -70,7 +75,9 @@ def test_predict_is_the_mean_of_the_members_softmax(ensemble, data_dir):
     names = clf.info.label_set.labels
     rows = clf.predict(data_dir / "test.jsonl")
     got = np.array([[r["probabilities"][n] for n in names] for r in rows])
-    expected = probs.mean(0)  # mean of probabilities, by hand
+    # mean of probabilities, by hand, then the ensemble's one saved temperature on its log
+    t = json.loads((out / "meta.json").read_text())["calibration"]["temperature"]
+    expected = softmax(np.log(probs.mean(0)) / t)
     np.testing.assert_allclose(got, expected, atol=2e-6)  # predict rounds to 6 decimals
     assert [r["label"] for r in rows] == [names[i] for i in expected.argmax(1)]
 
@@ -84,16 +91,21 @@ def test_predict_is_the_mean_of_the_members_softmax(ensemble, data_dir):
 
 
 def test_members_differ_by_seed_and_predict_their_mean(ensemble, data_dir):
-    """Member k is the model a single run with seed 24 + k trains (members differ only in their seed)."""
+    """Member k is the model a single run with seed 24 + k trains (members differ only in their seed).
+
+    The singles are left uncalibrated, so their probabilities are the members' own; the
+    ensemble serves their mean at its one temperature.
+    """
     clf, _ = ensemble
-    singles = [Joyful(JoyfulConfig(**{**TINY, "epochs": 3, "seed": 24 + k})).fit(
+    singles = [Joyful(JoyfulConfig(**{**TINY, "epochs": 3, "seed": 24 + k, "calibrate": False})).fit(
         data_dir / "train.jsonl", data_dir / "valid.jsonl", progress=False) for k in range(2)]
     rows = clf.predict(data_dir / "test.jsonl")
     alone = [s.predict(data_dir / "test.jsonl") for s in singles]
     assert alone[0] != alone[1]
+    t = clf.info.extra["calibration"]["temperature"]
     for i in range(len(rows)):
         mean = np.mean([[a[i]["probabilities"][k] for k in rows[i]["probabilities"]] for a in alone], axis=0)
-        assert np.allclose(list(rows[i]["probabilities"].values()), mean, atol=2e-6)
+        assert np.allclose(list(rows[i]["probabilities"].values()), softmax(np.log(mean) / t), atol=2e-6)
 
 
 def test_ensemble_is_saved_and_loaded_whole(ensemble, data_dir):

@@ -20,7 +20,7 @@ from joyful.training.tensorboard_log import TensorBoardLogger
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("confusion_matrix", "per_class_f1", "training_curves", "tsne")
+FIGURES = ("confusion_matrix", "per_class_f1", "reliability", "risk_coverage", "training_curves", "tsne")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def test_report_writes_html_and_every_figure(run_dir, data_dir):
         assert f'src="report/{name}.png"' in page
     metrics = Joyful.load(run_dir).evaluate(data_dir / "valid.jsonl")
     assert f"{metrics['weighted_f1']:.4f}" in page and f"{metrics['macro_f1']:.4f}" in page
+    assert f"{metrics['ece']:.4f}" in page and f"{metrics['ece_uncalibrated']:.4f}" in page
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["data_hash"]["train"] in page and meta["data_hash"]["valid"] in page
     assert "the run's validation data" in page and "omitted" not in page
@@ -267,7 +268,7 @@ def test_multilabel_report_draws_per_emotion_f1_instead_of_a_confusion_matrix(mo
     result = report("--run", str(root / "run"))
     assert result.exit_code == 0, result.output
     page = (root / "run" / "report.html").read_text()
-    figures = ("per_emotion_f1", "training_curves", "tsne")
+    figures = ("per_emotion_f1", "reliability", "risk_coverage", "training_curves", "tsne")
     assert {p.name for p in (root / "run" / "report").glob("*.png")} == {f"{n}.png" for n in figures}
     for name in figures:
         assert (root / "run" / "report" / f"{name}.png").read_bytes()[:8] == PNG and f'src="report/{name}.png"' in page
@@ -294,3 +295,26 @@ def test_regression_report_draws_scatter_and_residuals(mosei_runs):
     gold = np.array([lab for d in generate_mosei(8, task="regression", widths=MOSEI_WIDTHS, seed=2) for lab in d.labels])
     assert f"<td>{np.abs(gold - np.median(gold)).mean():.4f}</td>" in page  # the constant predictor's MAE
     assert "validation MAE at best epoch" in page and "per_class_f1" not in page
+
+
+def test_report_shows_the_per_group_table_of_evaluate_groups(run_dir, data_dir, tmp_path):
+    """The per-speaker weighted F1 on the page equals scikit-learn's on that speaker's utterances."""
+    from sklearn.metrics import f1_score
+
+    from joyful.io.jsonl import read_jsonl
+
+    out = tmp_path / "groups.html"
+    result = report("--run", str(run_dir), "--data", str(data_dir / "test.jsonl"), "--out", str(out), "--groups", "speaker")
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "<h2>Per group (speaker)</h2>" in page and "permutation p =" in page
+    clf = Joyful.load(run_dir)
+    m = clf.evaluate(data_dir / "test.jsonl", with_predictions=True)
+    speakers = [s for d in read_jsonl(data_dir / "test.jsonl") for s, lab in zip(d.speakers, d.labels, strict=True)
+                if lab is not None]
+    ids = list(range(len(m["labels"])))
+    for speaker in sorted(set(speakers)):
+        keep = [i for i, s in enumerate(speakers) if s == speaker]
+        want = f1_score([m["y_true"][i] for i in keep], [m["y_pred"][i] for i in keep], labels=ids, average="weighted",
+                        zero_division=0)
+        assert f"<td>{speaker}</td><td>{len(keep)}</td>" in page and f"<td>{want:.4f}</td>" in page

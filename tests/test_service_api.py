@@ -71,6 +71,7 @@ def reference_probabilities(clf, d) -> np.ndarray:
 
     Nodes are the utterances in the order given; speakers are numbered by first appearance
     (how the model was trained); a modality the dialogue lacks, or a NaN row, is missing.
+    The logits are divided by the temperature saved in ``meta.json`` (calibration).
     """
     model = clf.model.eval()
     n = len(d)
@@ -85,7 +86,7 @@ def reference_probabilities(clf, d) -> np.ndarray:
         ids=[d.id], x=x, speaker=speaker, y=torch.full((n,), -100), lengths=torch.tensor([n]),
         batch=torch.zeros(n, dtype=torch.long), position=torch.arange(n),
     )
-    return model(batch).logits.softmax(-1).numpy()
+    return (model(batch).logits / clf.info.extra["calibration"]["temperature"]).softmax(-1).numpy()
 
 
 def occluded(d, modalities, rows):

@@ -186,3 +186,26 @@ def test_emotions_or_a_score_are_shown_and_corrected_in_their_form(task_page):
     panel.locator("h2:has-text('Explanation: #2')").wait_for()
     assert ("Change in the score" if task == "regression" else "confidence in this decision") in panel.inner_text()
     assert set(panel.locator(".bars .name").all_inner_texts()) == {"audio", "visual"}
+
+
+def test_review_queue_is_corrected_on_the_page_and_drift_is_shown(browser, served_model_dir, tmp_path):
+    """Every prediction is uncertain under P = 1: the queue lists them; correcting one there takes it out."""
+    store = tmp_path / "store.sqlite"
+    with live_server(create_app(Joyful.load(served_model_dir), store, abstain_below=1.0)) as url:
+        with watched_page(browser, url, "labels:") as page:
+            d = sample_dialogue(seed=14, n=3)
+            page.click("#tab-dialogue")
+            page.fill("#dialogue-json", json.dumps(dialogue_body(d)))
+            page.click("#predict")
+            page.locator("#review .utterance[data-index='2']").wait_for()
+            assert page.locator("#review .utterance").count() == 3
+            assert "uncertain" in page.locator("#timeline .utterance").nth(0).locator(".confidence").inner_text()
+            page.locator("#review .utterance[data-index='1'] select.correct-label").select_option("sad")
+            page.locator("#review .utterance[data-index='1'] button.correct-button").click()
+            page.wait_for_selector("#review-info:has-text('2 uncertain predictions')")
+            assert page.locator("#review .utterance[data-index='1']").count() == 0
+            with CorrectionStore(store) as db:
+                assert [(c.dialogue, c.index, c.label) for c in db.corrections()] == [(d.id, 1, "sad")]
+            page.click("#monitor-refresh")
+            page.wait_for_selector("#monitor-table tr[data-statistic='labels']")
+            assert "alerts need at least" in page.inner_text("#monitor-info")  # 3 predictions: too few to alert

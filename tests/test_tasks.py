@@ -190,3 +190,12 @@ def test_text_encoder_fine_tuning_is_refused_for_a_score(tmp_path):
     with pytest.raises(JoyfulError, match="softmax over classes; a regression model"):
         Joyful(modalities="t", finetune_text_encoder=True).fit(data, out_dir=tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_confidence_of_a_decision_by_hand():
+    probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    assert get_task("classification").confidence(probs).tolist() == [0.7, 0.5]
+    emotions = np.array([[0.9, 0.2], [0.4, 0.6]])
+    # row 1: present (0.9), absent (1 - 0.2) -> 0.85; row 2 at thresholds (0.3, 0.7): present 0.4, absent 0.4 -> 0.4
+    assert get_task("multilabel").confidence(emotions, [0.3, 0.7]) == pytest.approx([0.85, 0.4])
+    assert get_task("regression").confidence(np.array([1.0])) is None

@@ -84,9 +84,10 @@ def logits_by_hand(model, d) -> np.ndarray:
 
 
 def served_by_hand(model, task: str, d) -> np.ndarray:
-    """What the service should give: per-emotion sigmoid probabilities ``(n, 6)``, or the score clipped to [-3, 3]."""
+    """What the service should give: per-emotion sigmoid probabilities ``(n, 6)`` of the logits divided by the
+    model's calibration temperature, or the score clipped to [-3, 3] (scores are not calibrated)."""
     z = logits_by_hand(model, d)
-    return 1 / (1 + np.exp(-z)) if task == "multilabel" else np.clip(z[:, 0], -3, 3)
+    return 1 / (1 + np.exp(-z / model.temperature)) if task == "multilabel" else np.clip(z[:, 0], -3, 3)
 
 
 def meta_thresholds(model_dir) -> list[float]:
@@ -284,4 +285,7 @@ def test_an_ensemble_serves_the_mean_of_its_members(task, tmp_path):
     with client_for(clf, tmp_path / "s.sqlite") as c:
         utterances = c.post("/predict", json=dialogue_body(d, text=False)).json()["utterances"]
     mean = np.mean([served_by_hand(m, task, d) for m in members], axis=0)  # sigmoid or clip per member, then the mean
+    if task == "multilabel":  # one temperature calibrates the ensemble's mean (members are at 1)
+        assert all(m.temperature == 1.0 for m in members)
+        mean = 1 / (1 + np.exp(-np.log(mean / (1 - mean)) / clf.model.temperature))
     assert_served(task, utterances, mean, meta_thresholds(tmp_path / "model") if task == "multilabel" else None)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from joyful.analysis.explain import explain_dialogues
+from joyful.analysis.selective import abstention_threshold
 from joyful.atomic import atomic_copy_tree, atomic_write_text
 from joyful.batching import encode_dialogues, iterate_batches
 from joyful.config import JoyfulConfig
@@ -266,6 +267,8 @@ class Joyful:
             self.model.load_state_dict(state)
         except RuntimeError as e:
             raise JoyfulError(f"{directory}: weights do not fit the saved configuration ({str(e).splitlines()[0]})") from None
+        # kept in meta.json rather than the state dict, so models saved before calibration load unchanged (T = 1)
+        self.model.temperature = float((info.extra.get("calibration") or {}).get("temperature", 1.0))
         self.model.to(self.device)
         self.model.eval()
         return self
@@ -363,18 +366,29 @@ class Joyful:
         result["dialogue"] = [d.id for d in ds for _ in range(len(d))]
         return result
 
-    def predict(self, data: DataLike, *, progress: bool = False, explain: bool = False, top_k: int = 3) -> list[dict]:
+    def predict(
+        self, data: DataLike, *, progress: bool = False, explain: bool = False, top_k: int = 3,
+        abstain_below: float | None = None, target_accuracy: float | None = None,
+    ) -> list[dict]:
         """One record per utterance: dialogue, index (position as read), speaker, label, probabilities.
 
         ``label`` has the form of a training label, so predictions can be read back as
         labels: a class name, the list of emotions present (multilabel; ``probabilities``
         per emotion), or the sentiment score (regression; no ``probabilities``).
+        Classification and multilabel records also carry ``confidence``
+        (:meth:`joyful.data.tasks.Task.confidence`); with ``abstain_below`` P, or with
+        ``target_accuracy`` A (P from :meth:`abstain_threshold`), each also has
+        ``"uncertain": confidence < P``: the decisions to hand to a person.
 
         With ``explain``, each record also has ``explanation``: ``modalities`` (per modality,
         the drop in the label's probability when that modality is marked missing) and
         ``context`` (the ``top_k`` other utterances whose removal changes it most, as
         ``{"index", "speaker", "influence"}``); see :mod:`joyful.analysis.explain`.
         """
+        self._require_model()
+        threshold = abstention_threshold(
+            self.info.task, self.info.extra.get("validation_outputs"), abstain_below, target_accuracy
+        )
         ds = self._prepared(data, "test", progress)
         encoded = self._encode(ds)
         names = self.info.label_set.labels
@@ -386,6 +400,7 @@ class Joyful:
         rows = []
         for k, (d, out) in enumerate(zip(ds, outputs, strict=True)):
             decided = task.decide(out, self.thresholds)
+            confidence = task.confidence(out, self.thresholds)
             positions = d.positions()
             for i, (pos, speaker) in enumerate(zip(positions, d.speakers, strict=True)):
                 row = {"dialogue": d.id, "index": int(pos), "speaker": speaker}
@@ -397,6 +412,9 @@ class Joyful:
                         else names[int(decided[i])]
                     )
                     row["probabilities"] = {n: round(float(p), 6) for n, p in zip(names, out[i], strict=True)}
+                    row["confidence"] = round(float(confidence[i]), 6)
+                    if threshold is not None:  # on the value served, so a reader can check it
+                        row["uncertain"] = row["confidence"] < threshold
                 if explanations is not None:
                     e = explanations[k][i]
                     row["explanation"] = {
@@ -408,6 +426,17 @@ class Joyful:
                     }
                 rows.append(row)
         return rows
+
+    def abstain_threshold(self, target_accuracy: float) -> float:
+        """The smallest confidence P whose retained validation decisions are at least ``target_accuracy`` accurate.
+
+        Chosen on the validation outputs saved at the end of training (see
+        :func:`joyful.analysis.selective.threshold_for_accuracy` for ties and edges), so
+        the held-out accuracy of what is retained is an estimate, close to the target
+        when validation and new data are alike.
+        """
+        self._require_model()
+        return abstention_threshold(self.info.task, self.info.extra.get("validation_outputs"), None, target_accuracy)
 
 
 def extraction_settings(data: DataLike) -> dict | None:

@@ -187,6 +187,10 @@ def evaluate(
     data: DataPath,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix (per-emotion F1 bars; predicted against true scores) into this PNG file.")] = None,
+    ci: Annotated[bool, typer.Option("--ci", help="95% intervals of every metric by a bootstrap over dialogues (JSON key `ci`).")] = False,
+    resamples: Annotated[int, typer.Option(help="With --ci: bootstrap resamples.")] = 1000,
+    groups: Annotated[Optional[str], typer.Option(help="Scores per group: 'speaker' (the speaker field), an attribute of the JSONL utterances or dialogues, or a column of --group-map; with the largest gap and its permutation p-value (JSON key `groups`).")] = None,
+    group_map: Annotated[Optional[Path], typer.Option(help="With --groups KEY: a CSV with columns speaker,KEY or dialogue,speaker,KEY.")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
 ) -> None:
@@ -196,7 +200,20 @@ def evaluate(
     per-emotion F1, weighted accuracy and accuracy, micro/macro/weighted F1, subset
     accuracy. Regression: MAE, correlation, Acc-2 and F1 (with and without zeros), Acc-5, Acc-7.
     """
-    metrics = _load(model, device, precision).evaluate(data, progress=not as_json, with_predictions=plot is not None)
+    from joyful.errors import JoyfulError
+
+    if group_map is not None and groups is None:
+        raise JoyfulError("--group-map needs --groups KEY (the column of the map that holds the groups)")
+    if resamples < 1:
+        raise JoyfulError("--resamples must be at least 1")
+    clf = _load(model, device, precision)
+    pilot = ci or groups is not None
+    seen = clf.prepare(data, role="test", label_set=clf.info.label_set, progress=False, encode_texts=False) if pilot else None
+    if groups is not None:  # an unknown KEY or a bad map is refused before the model runs
+        from joyful.analysis.fairness import read_group_map, utterance_groups
+
+        members = utterance_groups(seen, groups, None if group_map is None else read_group_map(group_map, groups))
+    metrics = clf.evaluate(data, progress=not as_json, with_predictions=plot is not None or pilot)
     if plot is not None:
         from joyful.analysis import plots
 
@@ -207,12 +224,46 @@ def evaluate(
             plots.plot_regression_scatter(metrics["y_true"], metrics["y_pred"], metrics, plot)
         else:
             plots.plot_confusion_matrix(metrics, plot)
-        for key in ("y_true", "y_pred", "y_prob"):
-            metrics.pop(key, None)
+    if pilot:
+        from joyful.analysis import fairness, intervals
+        from joyful.data.tasks import get_task
+
+        scored = intervals.scored(metrics, seen)
+        if ci:
+            metrics["ci"] = intervals.bootstrap_intervals(scored, n_resamples=resamples)
+        if groups is not None:
+            where = intervals.labelled_utterances(seen)
+            metrics["groups"] = fairness.group_summary(
+                scored, members, [seen.dialogues[k].speakers[i] for k, i in where],
+                key=groups, metric=get_task(scored.task).primary_metric,
+            )
+    for key in ("y_true", "y_pred", "y_prob"):
+        metrics.pop(key, None)
     if as_json:
         typer.echo(json.dumps(metrics))
         return
     _print_metrics(metrics)
+    if pilot:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        if "ci" in metrics:
+            table = Table(title=f"95% intervals (bootstrap over dialogues, {resamples} resamples)")
+            for column in ("metric", "low", "high"):
+                table.add_column(column, justify="left" if column == "metric" else "right")
+            for name, interval in metrics["ci"].items():
+                table.add_row(name, *(("n/a", "n/a") if interval is None else (f"{x:.4f}" for x in interval)))
+            console.print(table)
+        if "groups" in metrics:
+            header, rows, line = fairness.table_rows(metrics["groups"])
+            table = Table(title=f"per group ({groups})")
+            for i, column in enumerate(header):
+                table.add_column(column, justify="left" if i == 0 else "right")
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
+            console.print(line)
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -269,23 +320,28 @@ def predict(
     explain: Annotated[bool, typer.Option(help="Add per utterance the contribution of each modality and the most influential context utterances.")] = False,
     top_k: Annotated[int, typer.Option(help="Context utterances listed per explanation.")] = 3,
     workers: Annotated[int, typer.Option(help="Worker processes for feature extraction (--manifest).")] = 2,
+    abstain_below: Annotated[Optional[float], typer.Option(help="Mark predictions whose confidence is below this \"uncertain\": true (classification, multilabel).")] = None,
+    target_accuracy: Annotated[Optional[float], typer.Option(help="Or: choose that threshold on the model's validation outputs so the predictions kept are this accurate.")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
 ) -> None:
-    """Label every utterance: one JSON line each with dialogue, index, speaker, label, probabilities."""
+    """Label every utterance: one JSON line each with dialogue, index, speaker, label, probabilities, confidence."""
+    from joyful.analysis.selective import abstention_threshold
     from joyful.api import write_predictions
     from joyful.errors import JoyfulError
 
     if (data is None) == (manifest is None):
         raise JoyfulError("give either --data (dialogues) or --manifest (recordings)")
     clf = _load(model, device, precision)
+    # refuses options the model cannot honour before any extraction or encoding
+    threshold = abstention_threshold(clf.task, clf.info.extra.get("validation_outputs"), abstain_below, target_accuracy)
     failed = 0
     if manifest is not None:
         from joyful.extract.predict import extract_for_model
 
         dialogues, failed = extract_for_model(clf, manifest, workers=workers, progress=True)
         data = dialogues
-    rows = clf.predict(data, progress=out is not None, explain=explain, top_k=top_k)
+    rows = clf.predict(data, progress=out is not None, explain=explain, top_k=top_k, abstain_below=threshold)
     if out is None:
         sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     else:
@@ -294,6 +350,44 @@ def predict(
     if failed:
         typer.echo(f"joyful: {failed} media file(s) could not be read; their utterances were labelled without them", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def monitor(
+    store: Annotated[Path, typer.Option(help="The store `joyful serve` kept its predictions in.")],
+    model: ModelDir,
+    out: Annotated[Optional[Path], typer.Option(help="JSON file to write (standard output if omitted).")] = None,
+    abstain_below: Annotated[Optional[float], typer.Option(help="The threshold the service ran with (for the reference's uncertain rate).")] = None,
+    target_accuracy: Annotated[Optional[float], typer.Option(help="Or the target accuracy it ran with.")] = None,
+    drift_threshold: Annotated[float, typer.Option(help="PSI past which a statistic counts as shifted (0.2: the usual 'significant shift').")] = 0.2,
+    drift_window: Annotated[int, typer.Option(help="Last predictions compared with the model's validation data.")] = 500,
+) -> None:
+    """Drift report of the predictions a service kept, as GET /monitor answers: PSI per statistic and an alert."""
+    from joyful.analysis.selective import abstention_threshold
+    from joyful.corrections import CorrectionStore
+    from joyful.errors import JoyfulError
+    from joyful.monitoring import Reference, drift_report
+    from joyful.training.checkpoint import load_checkpoint
+
+    if not store.is_file():
+        raise JoyfulError(f"{store}: no such store (`joyful serve --store` creates one)")
+    if drift_window < 1 or not drift_threshold > 0:
+        raise JoyfulError("--drift-window must be at least 1 and --drift-threshold positive")
+    info = load_checkpoint(model)[1]
+    saved = info.extra.get("validation_outputs")
+    threshold = abstention_threshold(info.task, saved, abstain_below, target_accuracy)
+    reference = Reference.from_validation(saved, info.task, info.label_set.labels, info.config.modality_order, threshold)
+    with CorrectionStore(store) as db:
+        report = drift_report(db.recent_predictions(drift_window), reference, threshold=drift_threshold)
+    text = json.dumps(report, indent=2)
+    if out is None:
+        typer.echo(text)
+    else:
+        from joyful.atomic import atomic_write_text
+
+        atomic_write_text(out, text + "\n")
+        typer.echo(f"wrote the drift report to {out} (alert: {str(report['alert']).lower()})", err=True)
 
 
 @app.command()
@@ -308,6 +402,7 @@ def finetune(
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: a third of the model's).")] = None,
     tolerance: Annotated[float, typer.Option(help="Largest accepted loss in the validation score when choosing the epoch: a drop of weighted F1, or a rise of MAE for a regression model.")] = 0.01,
+    label_map: Annotated[Optional[str], typer.Option(help="Rename --data's labels to the model's as they are read: old=new,... or a JSON file {\"old\": \"new\"}; labels it does not name become unlabelled context.")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -320,6 +415,8 @@ def finetune(
     """
     import os
 
+    from joyful.api import as_dialogue_set, integer_label_names
+    from joyful.data import label_map as label_maps
     from joyful.data.schema import DialogueSet
     from joyful.errors import JoyfulError
     from joyful.io.readers import parse_spec
@@ -327,12 +424,19 @@ def finetune(
 
     if corrections is None and data is None:
         raise JoyfulError("give --corrections (a correction store) and/or --data (labelled dialogues)")
+    if label_map is not None and data is None:
+        raise JoyfulError("--label-map renames the labels of --data; corrections already use the model's labels")
+    mapping = label_maps.parse(label_map) if label_map is not None else None
     clf = _load(model, device, precision)
     new = []
     if corrections is not None:
         new += stored_corrections(corrections).dialogues
     if data is not None:
-        new += clf.prepare(data, role="train", label_set=clf.info.label_set, progress=not quiet).dialogues
+        site = data
+        if mapping is not None:
+            names = integer_label_names(clf.info.label_set.name)
+            site = label_maps.apply(as_dialogue_set(data, role="train", int_label_names=names, task=clf.info.task), mapping)
+        new += clf.prepare(site, role="train", label_set=clf.info.label_set, progress=not quiet).dialogues
     sources = clf.info.extra.get("data_source") or {}
 
     def default(given: str | None, role: str) -> str | None:
@@ -427,12 +531,16 @@ def report(
     run: Annotated[Path, typer.Option(help="Model directory written by `joyful train` (or by a benchmark run).")],
     data: Annotated[Optional[str], typer.Option(help="Labelled data to analyse (default: the run's validation data).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default: RUN/report.html).")] = None,
+    groups: Annotated[Optional[str], typer.Option(help="Also a per-group table, as `evaluate --groups KEY` gives.")] = None,
+    group_map: Annotated[Optional[Path], typer.Option(help="With --groups KEY: a CSV with columns speaker,KEY or dialogue,speaker,KEY.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Write an HTML report with figures: confusion matrix, per-class F1, training curves, t-SNE."""
+    """Write an HTML report with figures: confusion matrix (per-emotion F1; scatter and residuals), training curves,
+    reliability diagram, risk-coverage curve, t-SNE; with --groups a per-group table."""
     from joyful.analysis.report import write_report
 
-    typer.echo(f"report: {write_report(run, data=data, out=out, progress=not quiet)}")
+    path = write_report(run, data=data, out=out, progress=not quiet, groups=groups, group_map=group_map)
+    typer.echo(f"report: {path}")
 
 
 def _register_tool_commands() -> None:

@@ -140,6 +140,10 @@ class JoyfulConfig:
     thresholds: str = "fixed"
     """Multilabel only: an emotion is predicted when its probability is at least 0.5 (``fixed``), or at
     least a threshold per emotion chosen on the validation data for the best F1 (``validation``)."""
+    calibrate: bool = True
+    """True: temperature scaling fitted on the validation data at the end of training (one T dividing the
+    logits, chosen for the lowest validation NLL), so served probabilities mean what they say;
+    classification and multilabel only, and only when there is validation data."""
     logreg_c: float = 1.0
     """``context-lr`` only: inverse L2 strength C of the logistic regression (scikit-learn's C)."""
     logreg_max_iter: int = 1000

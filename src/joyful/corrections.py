@@ -18,6 +18,13 @@ names are stored as they always were, so stores written before the other tasks r
 unchanged; the other forms are JSON objects in the same column (``{"labels": [...]}``,
 ``{"score": x}``), which no class name may spell (such a name is refused), so every row
 reads back as exactly what was stored.
+
+The service also keeps each prediction it served for a stored dialogue (table
+``predictions``: label, confidence, whether it was uncertain, which modalities were
+missing), so that uncertain ones form a review queue that survives a restart
+(:meth:`CorrectionStore.review_queue`; a correction answers an item) and so that the
+live stream can be monitored for drift (:mod:`joyful.monitoring`). Stores written before
+that table existed gain it when opened.
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ from joyful.data.schema import Dialogue
 from joyful.errors import DataError, JoyfulError
 
 #: Bumped when the tables change; a store written by a newer joyful is refused, not misread.
-SCHEMA_VERSION = 1
+#: Version 2 added ``predictions``; a version-1 store is upgraded by adding it.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dialogues (
@@ -67,6 +75,21 @@ CREATE TABLE IF NOT EXISTS corrections (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS corrections_by_dialogue ON corrections (dialogue, id);
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY,
+    dialogue TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    speaker TEXT NOT NULL,
+    text TEXT,
+    label TEXT NOT NULL,
+    confidence REAL,
+    uncertain INTEGER,
+    probabilities TEXT,
+    missing TEXT NOT NULL,
+    answered INTEGER NOT NULL DEFAULT 0,
+    served TEXT NOT NULL,
+    UNIQUE (dialogue, idx)
+);
 """
 #: Each table and the column naming the dialogue a row belongs to, in deletion order.
 _DIALOGUE_COLUMN = {"corrections": "dialogue", "features": "dialogue", "dialogues": "id"}
@@ -83,6 +106,26 @@ class Correction:
     annotator: str | None
     created: str
     """When it was made, ISO-8601 in UTC."""
+
+
+@dataclass(frozen=True)
+class ServedPrediction:
+    """A prediction as the service served it, with what the monitor and the review queue need."""
+
+    dialogue: str
+    index: int
+    speaker: str
+    label: Label
+    confidence: float | None
+    uncertain: bool | None
+    """``None`` when no confidence threshold applied."""
+    probabilities: dict[str, float] | None
+    missing: dict[str, bool]
+    """Per modality key of the model: was it missing for this utterance."""
+    text: str | None = None
+    """Only when the service keeps texts."""
+    corrected: Label | None = None
+    """The latest correction of this utterance, if any (filled when read back)."""
 
 
 class CorrectionStore:
@@ -158,6 +201,7 @@ class CorrectionStore:
                 "INSERT INTO corrections (dialogue, idx, label, annotator, created) VALUES (?, ?, ?, ?, ?)",
                 (dialogue, index, _encode_label(label), annotator, created),
             )
+            self._db.execute("UPDATE predictions SET answered = 1 WHERE dialogue = ? AND idx = ?", (dialogue, index))
         return Correction(dialogue, index, label, annotator, created)
 
     def corrections(self, dialogue: str | None = None) -> list[Correction]:
@@ -168,6 +212,52 @@ class CorrectionStore:
             query, args = query + " WHERE dialogue = ?", (dialogue,)
         with self._lock:
             return [_correction(row) for row in self._db.execute(query + " ORDER BY id", args)]
+
+    # ------------------------------------------------------------------ served predictions
+    def save_predictions(self, predictions: list[ServedPrediction], *, replace_dialogue: bool = False) -> None:
+        """Keep served predictions (one dialogue's); a later prediction of an utterance replaces the earlier.
+
+        ``replace_dialogue`` first drops every earlier prediction of that dialogue (a whole
+        dialogue predicted again). An utterance that already has a correction is not put
+        back in the review queue.
+        """
+        if not predictions:
+            return
+        served = datetime.now(UTC).isoformat(timespec="milliseconds")
+        rows = [
+            (
+                p.dialogue, p.index, p.speaker, p.text, _encode_label(p.label), p.confidence,
+                None if p.uncertain is None else int(p.uncertain),
+                None if p.probabilities is None else json.dumps(p.probabilities), json.dumps(p.missing),
+                p.dialogue, p.index, served,
+            )
+            for p in predictions
+        ]
+        with self._lock, self._transaction():
+            if replace_dialogue:
+                self._db.execute("DELETE FROM predictions WHERE dialogue = ?", (predictions[0].dialogue,))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO predictions (dialogue, idx, speaker, text, label, confidence, uncertain, "
+                "probabilities, missing, answered, served) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "EXISTS (SELECT 1 FROM corrections WHERE dialogue = ? AND idx = ?), ?)",
+                rows,
+            )
+
+    def review_queue(self) -> list[ServedPrediction]:
+        """Uncertain predictions nobody has answered with a correction yet, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_PREDICTION_COLUMNS}, NULL FROM predictions WHERE uncertain = 1 AND answered = 0 ORDER BY id"
+            ).fetchall()
+        return [_served(r) for r in rows]
+
+    def recent_predictions(self, n: int | None = None) -> list[ServedPrediction]:
+        """The last ``n`` predictions served (all without ``n``), oldest first, each with its latest correction."""
+        latest = "(SELECT c.label FROM corrections c WHERE c.dialogue = p.dialogue AND c.idx = p.idx ORDER BY c.id DESC LIMIT 1)"
+        query = f"SELECT {_PREDICTION_COLUMNS}, {latest} FROM predictions p ORDER BY id DESC"
+        with self._lock:
+            rows = self._db.execute(query + (" LIMIT ?" if n is not None else ""), (n,) if n is not None else ()).fetchall()
+        return [_served(r) for r in reversed(rows)]
 
     # ------------------------------------------------------------------ dialogues
     def save_dialogue(self, d: Dialogue, *, keep_text: bool = False) -> None:
@@ -243,7 +333,9 @@ class CorrectionStore:
                     table: self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (dialogue_id,)).rowcount
                     for table, column in _DIALOGUE_COLUMN.items()
                 }
-            if any(removed.values()):
+                # served predictions go with their dialogue (not counted: they are copies of what it was told)
+                predictions = self._db.execute("DELETE FROM predictions WHERE dialogue = ?", (dialogue_id,)).rowcount
+            if any(removed.values()) or predictions:
                 self._db.execute("VACUUM")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
@@ -375,6 +467,18 @@ def _decode_label(text: str) -> Label:
     return text
 
 
+_PREDICTION_COLUMNS = "dialogue, idx, speaker, label, confidence, uncertain, probabilities, missing, text"
+
+
+def _served(row: tuple) -> ServedPrediction:
+    dialogue, index, speaker, label, confidence, uncertain, probabilities, missing, text, corrected = row
+    return ServedPrediction(
+        dialogue, index, speaker, _decode_label(label), confidence, None if uncertain is None else bool(uncertain),
+        None if probabilities is None else json.loads(probabilities), json.loads(missing), text,
+        None if corrected is None else _decode_label(corrected),
+    )
+
+
 def _correction(row: tuple) -> Correction:
     dialogue, index, label, annotator, created = row
     return Correction(dialogue, index, _decode_label(label), annotator, created)
@@ -404,4 +508,4 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-__all__ = ["Correction", "CorrectionStore", "checked_label"]
+__all__ = ["Correction", "CorrectionStore", "ServedPrediction", "checked_label"]

@@ -89,6 +89,8 @@ class JoyfulModel(nn.Module):
         """Robustness study: fraction of random edges added to the graph at inference (not saved)."""
         self.inference_edge_generator: torch.Generator | None = None
         """Where those random edges are drawn from, so a study is repeatable without touching global RNG state."""
+        self.temperature: float = 1.0
+        """Calibration: logits are divided by it before the task's outputs (saved in meta.json, not the state dict)."""
 
     def _view(self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, augmentations: frozenset[str]) -> Tensor:
         c = self.config

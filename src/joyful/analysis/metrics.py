@@ -1,8 +1,9 @@
-"""The metrics of every evaluation, per task (scikit-learn's implementations)."""
+"""The metrics of every evaluation, per task (scikit-learn's implementations), and calibration error."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
@@ -102,3 +103,55 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "acc7": float((np.round(np.clip(y_true, -3, 3)) == np.round(np.clip(y_pred, -3, 3))).mean()) if n else 0.0,
         "n_utterances": int(n),
     }
+
+
+#: Equal-width confidence bins of the expected calibration error (Guo et al., 2017, use 15).
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Per equal-width bin of [0, 1]: how many points fell in it, their mean confidence and the rate they were right."""
+
+    count: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    """NaN for an empty bin."""
+
+    @property
+    def ece(self) -> float:
+        """Σ_b |B_b|/n · |accuracy_b − confidence_b|: how far stated confidence is from the observed rate."""
+        n = self.count.sum()
+        if not n:
+            return 0.0
+        gap = np.abs(self.accuracy - self.confidence)
+        return float(np.nansum(self.count * gap) / n)
+
+
+def reliability_bins(task: str, y_true: np.ndarray, y_prob: np.ndarray, bins: int = ECE_BINS) -> ReliabilityBins:
+    """The points whose calibration is measured, binned by confidence (bin b holds [b/B, (b+1)/B), 1.0 in the last).
+
+    Classification: one point per utterance, (max probability, argmax == truth), since the
+    top class is what is served as the decision. Multilabel: one point per (utterance,
+    emotion) cell, (the emotion's probability, emotion present), since every emotion's
+    probability is served and should be a frequency, whatever threshold decides on it.
+    """
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    if task == "classification":
+        confidence = y_prob.max(-1) if len(y_prob) else np.zeros(0)
+        outcome = (y_prob.argmax(-1) == np.asarray(y_true)).astype(np.float64) if len(y_prob) else np.zeros(0)
+    elif task == "multilabel":
+        confidence, outcome = y_prob.ravel(), np.asarray(y_true, dtype=np.float64).ravel()
+    else:
+        raise ValueError(f"a {task} task serves no probabilities to calibrate")
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        mean_confidence = np.bincount(which, confidence, bins) / count
+        accuracy = np.bincount(which, outcome, bins) / count
+    return ReliabilityBins(count.astype(np.int64), mean_confidence, accuracy)
+
+
+def expected_calibration_error(task: str, y_true: np.ndarray, y_prob: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of served probabilities over :func:`reliability_bins` (0 with no point); see there for the points."""
+    return reliability_bins(task, y_true, y_prob, bins).ece

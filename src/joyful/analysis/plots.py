@@ -1,5 +1,6 @@
 """Figures where a picture beats a table: training curves, confusion matrix, per-class and
-per-emotion F1, predicted-against-true sentiment and its residuals, t-SNE maps.
+per-emotion F1, predicted-against-true sentiment and its residuals, t-SNE maps, reliability
+diagrams and risk–coverage curves.
 
 Rendered with matplotlib's Agg backend (no display needed) into memory and written
 atomically, like every other output.
@@ -17,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from joyful.analysis.metrics import reliability_bins  # noqa: E402
+from joyful.analysis.selective import risk_coverage  # noqa: E402
 from joyful.atomic import atomic_write_bytes  # noqa: E402
 
 
@@ -127,6 +130,51 @@ def plot_per_emotion_f1(metrics: dict, path: str | os.PathLike) -> None:
     ax.set(ylim=(0, 1.12), ylabel="score",
            title=f"F1 per emotion (n = utterances showing it; {metrics['n_utterances']} utterances)")
     ax.legend(loc="upper right", fontsize="small")
+    _save(fig, path)
+
+
+def plot_reliability(
+    task: str, y_true: Sequence, y_prob: Sequence, ece: float, ece_uncalibrated: float, temperature: float,
+    path: str | os.PathLike,
+) -> None:
+    """Reliability diagram of the served probabilities: observed rate per confidence bin against the diagonal.
+
+    Bars above the diagonal are under-confident bins, below it over-confident ones; the
+    lower panel counts each bin's points, since a far-off bar of three points says little.
+    Points as :func:`joyful.analysis.metrics.reliability_bins` (per utterance, or per
+    emotion cell for multilabel).
+    """
+    bins = reliability_bins(task, np.asarray(y_true), np.asarray(y_prob))
+    width = 1.0 / len(bins.count)
+    left = np.arange(len(bins.count)) * width
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    top.bar(left, np.nan_to_num(bins.accuracy), width=width, align="edge", edgecolor="black", color="#4c72b0",
+            label="observed")
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.plot(bins.confidence, bins.accuracy, "o", color="#dd8452", markersize=4, label="mean confidence of the bin")
+    what = "accuracy" if task == "classification" else "fraction present"
+    top.set(ylim=(0, 1), ylabel=what,
+            title=f"ECE {ece_uncalibrated:.3f} at T = 1 → {ece:.3f} served (T = {temperature:.2f})")
+    top.legend(loc="upper left", fontsize="small")
+    bottom.bar(left, bins.count, width=width, align="edge", edgecolor="black", color="grey")
+    bottom.set(xlim=(0, 1), xlabel="confidence (max probability)" if task == "classification" else
+               "probability of each emotion", ylabel="points")
+    _save(fig, path)
+
+
+def plot_risk_coverage(confidence: Sequence[float], correct: Sequence[bool], path: str | os.PathLike) -> None:
+    """Error rate of the utterances kept when only those at or above a confidence are kept, against their share.
+
+    What selective prediction trades (:func:`joyful.analysis.selective.risk_coverage`):
+    read off the coverage at which the retained error falls to an acceptable rate.
+    """
+    curve = risk_coverage(confidence, correct)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.step(curve.coverage, curve.risk, where="post", color="#4c72b0", label="retained utterances")
+    ax.axhline(curve.risk[-1], color="grey", linestyle=":", label=f"error at full coverage {curve.risk[-1]:.3f}")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.set(xlim=(1, 0), ylim=(0, max(0.05, 1.1 * float(curve.risk.max()))), xlabel="coverage (share kept)",
+           ylabel="error rate of the kept", title=f"risk against coverage ({len(confidence)} utterances)")
     _save(fig, path)
 
 

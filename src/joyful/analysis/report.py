@@ -5,9 +5,11 @@ seed, data hashes, history); the report puts them on one page next to fresh scor
 labelled data (by default the run's own validation data) and the figures a reader wants
 first: confusion matrix and per-class F1 (classification), per-emotion F1 (multilabel: a
 confusion matrix does not apply when an utterance may show several emotions), or
-predicted-against-gold scores and their residuals (regression); then training curves and
-t-SNE maps of the utterance representations at input, after fusion and after the graph
-encoder (the paper's Figure 10).
+predicted-against-gold scores and their residuals (regression); for models that serve
+probabilities, the reliability diagram of the (calibrated) probabilities and the
+risk–coverage curve of selective prediction; then training curves and t-SNE maps of the
+utterance representations at input, after fusion and after the graph encoder (the
+paper's Figure 10).
 
 The page is plain HTML with inline CSS and PNGs referenced by relative path, so the
 report directory can be copied or served as it is. Every file is written atomically.
@@ -32,8 +34,8 @@ from joyful.data.tasks import get_task
 from joyful.errors import JoyfulError
 from joyful.io.readers import parse_spec
 from joyful.analysis.plots import (
-    plot_confusion_matrix, plot_per_class_f1, plot_per_emotion_f1, plot_regression_scatter, plot_residuals,
-    plot_training_curves, plot_tsne, plot_tsne_scores,
+    plot_confusion_matrix, plot_per_class_f1, plot_per_emotion_f1, plot_regression_scatter, plot_reliability,
+    plot_residuals, plot_risk_coverage, plot_training_curves, plot_tsne, plot_tsne_scores,
 )
 from joyful.analysis.tsne import MAX_POINTS, MIN_POINTS, embed, labelled_subsample
 
@@ -55,7 +57,8 @@ class Figure:
 
 
 def write_report(
-    run_dir: str | os.PathLike, data: str | None = None, out: str | os.PathLike | None = None, progress: bool = True
+    run_dir: str | os.PathLike, data: str | None = None, out: str | os.PathLike | None = None, progress: bool = True,
+    groups: str | None = None, group_map: str | os.PathLike | None = None,
 ) -> Path:
     """Write the HTML report of the model in ``run_dir`` and return its path.
 
@@ -63,6 +66,8 @@ def write_report(
     default the run's validation data as recorded in ``meta.json``. The page goes to
     ``out`` (default ``run_dir/report.html``); its PNGs go to ``run_dir/report/``, or,
     with ``out``, beside it, prefixed with its stem so several reports can share a folder.
+    ``groups``/``group_map``: a per-group table as ``evaluate --groups`` gives (KEY, and a
+    CSV of speakers to groups; see :mod:`joyful.analysis.fairness`).
     """
     run_dir = Path(run_dir)
     clf = Joyful.load(run_dir)
@@ -74,8 +79,9 @@ def write_report(
     raw = as_dialogue_set(spec, role="test", int_label_names=integer_label_names(clf.config.label_set), task=clf.task)
     dataset = clf.prepare(raw, role="test", label_set=clf.info.label_set, progress=progress)
     metrics = clf.evaluate(dataset, with_predictions=True)
+    fairness = _group_table(dataset, metrics, groups, group_map) if groups is not None else None
     y_true, y_pred = metrics.pop("y_true"), metrics.pop("y_pred")
-    metrics.pop("y_prob", None)
+    y_prob = metrics.pop("y_prob", None)
     task = metrics.get("task", "classification")
 
     def figure(name: str, title: str, caption: str) -> Figure:
@@ -110,6 +116,8 @@ def write_report(
                       "dashed and dotted lines mark the weighted and macro averages.")
         plot_per_class_f1(metrics, bars.path)
         figures += [cm, bars]
+    if task != "regression":
+        figures += _confidence_figures(figure, clf, task, y_true, y_pred, y_prob, metrics)
 
     curves = figure("training_curves", "Training curves",
                     "Mean training losses per epoch (L_all, L_ce, L_mf, L_ct; log scale) and validation scores; "
@@ -161,9 +169,34 @@ def write_report(
         constant_mae=float(np.abs(np.asarray(y_true) - np.median(y_true)).mean()) if task == "regression" else None,
         figures=figures,
         notes=notes,
+        fairness=fairness,
     )
     atomic_write_text(html_path, page)
     return html_path
+
+
+def _confidence_figures(figure, clf: Joyful, task: str, y_true: list, y_pred: list, y_prob: list, metrics: dict) -> list[Figure]:
+    """Reliability diagram and risk–coverage curve of the probabilities the model serves on the analysed data."""
+    reliability = figure(
+        "reliability", "Reliability diagram",
+        "Observed " + ("accuracy per bin of the top class's probability" if task == "classification" else
+                       "fraction present per bin of each emotion's probability")
+        + " (15 equal-width bins; the dashed diagonal is perfect calibration), with the points per bin below; the "
+        "title gives the expected calibration error before (T = 1) and after temperature scaling.",
+    )
+    plot_reliability(task, y_true, y_prob, metrics["ece"], metrics["ece_uncalibrated"], clf.model.temperature,
+                     reliability.path)
+    right = np.asarray(y_pred) == np.asarray(y_true)
+    if task == "multilabel":
+        right = right.all(axis=-1)
+    risk = figure(
+        "risk_coverage", "Risk against coverage",
+        "Utterances sorted by the model's confidence in its decision (the top class's probability, or for multilabel "
+        "the mean over emotions of p or 1 − p); the error rate of those kept as the least confident are set aside "
+        "for review. Multilabel: an utterance is an error unless every emotion is right.",
+    )
+    plot_risk_coverage(get_task(task).confidence(np.asarray(y_prob), clf.thresholds), right, risk.path)
+    return [reliability, risk]
 
 
 def emotion_groups(labels: list[tuple[str, ...]], emotions: list[str]) -> tuple[list[str], list[str]]:
@@ -175,6 +208,27 @@ def emotion_groups(labels: list[tuple[str, ...]], emotions: list[str]) -> tuple[
     """
     names = [lab[0] if len(lab) == 1 else "none" if not lab else "several" for lab in labels]
     return names, [*emotions, "none", "several"]
+
+
+def _group_table(dataset, metrics: dict, key: str, group_map) -> tuple[str, list[str], list[list[str]], str]:
+    """The ``evaluate --groups`` result for the analysed data, as (key, header, rows, closing line)."""
+    from joyful.analysis import fairness, intervals
+    from joyful.data.tasks import get_task
+
+    members = fairness.utterance_groups(dataset, key, None if group_map is None else fairness.read_group_map(group_map, key))
+    scored = intervals.scored(metrics, dataset)
+    speakers = [dataset.dialogues[k].speakers[i] for k, i in intervals.labelled_utterances(dataset)]
+    summary = fairness.group_summary(scored, members, speakers, key=key, metric=get_task(scored.task).primary_metric)
+    return (key, *fairness.table_rows(summary))
+
+
+def _fairness_html(table: tuple[str, list[str], list[list[str]], str] | None) -> str:
+    if table is None:
+        return ""
+    key, header, rows, line = table
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<h2>Per group ({_e(key)})</h2>\n<table><tr>{head}</tr>{body}</table>\n<p>{_e(line)}</p>"
 
 
 def _recorded_validation_data(run_dir: Path, meta: dict[str, Any]) -> str:
@@ -246,6 +300,12 @@ def _score(x: float | None) -> str:
 _PRIMARY = {"classification": "weighted F1", "multilabel": "weighted F1 over emotions", "regression": "MAE"}
 
 
+#: The calibration rows of the headline scores (classification and multilabel).
+_CALIBRATION_SCORES = (
+    ("ece", "expected calibration error (15 bins), as served"), ("ece_uncalibrated", "expected calibration error at T = 1"),
+)
+
+
 def _scores(metrics: dict, constant_mae: float | None) -> tuple[list[tuple[str, str]], str]:
     """The headline scores of the task and its detail table (per class or per emotion) as HTML."""
     task = metrics.get("task", "classification")
@@ -261,7 +321,7 @@ def _scores(metrics: dict, constant_mae: float | None) -> tuple[list[tuple[str, 
     if task == "multilabel":
         headline = [scored] + [(name, _score(metrics[key])) for key, name in (
             ("weighted_f1", "weighted F1"), ("micro_f1", "micro F1"), ("macro_f1", "macro F1"),
-            ("subset_accuracy", "subset accuracy (every emotion right)"),
+            ("subset_accuracy", "subset accuracy (every emotion right)"), *_CALIBRATION_SCORES,
         )]
         rows = ""
         for name in metrics["labels"]:
@@ -271,7 +331,7 @@ def _scores(metrics: dict, constant_mae: float | None) -> tuple[list[tuple[str, 
         head = "<tr><th>emotion</th><th>gold utterances</th><th>F1</th><th>weighted accuracy</th><th>accuracy</th><th>threshold</th></tr>"
         return headline, f"<table>{head}{rows}</table>"
     headline = [scored] + [(name, _score(metrics[key])) for key, name in (
-        ("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1"),
+        ("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1"), *_CALIBRATION_SCORES,
     )]
     support = [sum(row) for row in metrics["confusion_matrix"]]
     rows = "".join(
@@ -294,6 +354,7 @@ def render_html(
     figures: list[Figure],
     notes: list[str],
     constant_mae: float | None = None,
+    fairness: tuple[str, list[str], list[list[str]], str] | None = None,
 ) -> str:
     """The report page as one string (no external resources besides the figures).
 
@@ -321,6 +382,13 @@ def render_html(
         ("modalities", _e(config.get("modalities"))),
         ("text encoder", _e(meta.get("text_encoder") or "–")),
     ]
+    if task != "regression":
+        calibration = meta.get("calibration")
+        summary.append(("calibration", _e(
+            f"temperature {calibration['temperature']:.3f} fitted on the validation data "
+            f"(validation ECE {calibration['ece_uncalibrated']:.4f} → {calibration['ece']:.4f})"
+            if calibration else "none (temperature 1)"
+        )))
     for role in ("train", "valid"):
         if sources.get(role) or hashes.get(role):
             summary.append((
@@ -356,6 +424,7 @@ def render_html(
 <h2>Scores on the analysed data</h2>
 {_kv_table(headline)}
 {details}
+{_fairness_html(fairness)}
 <h2>Figures</h2>
 {notes_html}{figure_html}
 </body>

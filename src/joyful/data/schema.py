@@ -36,6 +36,10 @@ class Dialogue:
     :mod:`joyful.data.tasks`."""
     origin: list[int] | None = None
     """Position of each utterance in the dialogue as read, kept when a label set drops some."""
+    attributes: list[dict[str, str]] | None = None
+    """Per utterance: who or what it belongs to (``{"gender": "F"}``), for per-group scores.
+    Dialogue-level attributes are merged into each utterance's when read (the utterance's
+    own value wins), so every consumer sees one flat mapping per utterance."""
 
     def __len__(self) -> int:
         return len(self.speakers)
@@ -56,6 +60,8 @@ class Dialogue:
                     raise DataError(source, "text is not a string", dialogue=self.id, field="text", index=i)
         if self.labels is not None and len(self.labels) != n:
             raise DataError(source, f"{len(self.labels)} labels for {n} utterances", dialogue=self.id, field="label")
+        if self.attributes is not None and len(self.attributes) != n:
+            raise DataError(source, f"{len(self.attributes)} attribute sets for {n} utterances", dialogue=self.id, field="attributes")
         for m, x in self.features.items():
             name = feature_field(m)
             if x.ndim != 2 or x.shape[0] != n:
@@ -83,6 +89,7 @@ class Dialogue:
             texts=None if self.texts is None else [self.texts[i] for i in idx],
             labels=None if self.labels is None else [self.labels[i] for i in idx],
             origin=[positions[i] for i in idx],
+            attributes=None if self.attributes is None else [self.attributes[i] for i in idx],
         )
 
     def positions(self) -> list[int]:

@@ -127,6 +127,19 @@ class Task:
             return (outputs >= t).astype(np.int64)
         return outputs
 
+    def confidence(self, outputs: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray | None:
+        """How sure the model is of each decision, in [0, 1]; ``None`` for scores (regression has no such probability).
+
+        Classification: the probability of the class chosen. Multilabel: the mean, over
+        emotions, of p for an emotion decided present and 1 − p for one decided absent.
+        """
+        if self.name == "classification":
+            return outputs.max(-1)
+        if self.name == "multilabel":
+            present = self.decide(outputs, thresholds).astype(bool)
+            return np.where(present, outputs, 1.0 - outputs).mean(-1)
+        return None
+
     # ------------------------------------------------------------------ scores
     @property
     def primary_metric(self) -> str:

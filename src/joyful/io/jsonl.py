@@ -8,6 +8,10 @@
 a NaN row. Text must be on every utterance or on none (an empty string is allowed).
 Other keys are ignored, so users can keep their own metadata in the file.
 
+``"attributes": {"gender": "F"}`` on a dialogue and/or an utterance says which groups it
+belongs to (for per-group scores, :mod:`joyful.analysis.fairness`); values are strings.
+A dialogue's attributes apply to each of its utterances, an utterance's own value wins.
+
 A label is a class name (classification), a list of names (multi-label: the emotions
 present, ``[]`` for none) or a number (regression, e.g. sentiment). An integer label is a
 class name ("3"), as research files write class ids, unless the task is regression or
@@ -126,13 +130,29 @@ def _record(record: Any, source: str, *, line: int | None) -> tuple[Dialogue, _L
         rows = [u.get(name) for u in utts]
         if any(r is not None for r in rows):
             features[m] = _matrix(rows, source, did, name)
+    shared = _attributes(record.get("attributes"), source, did, None)
+    own = [_attributes(u.get("attributes"), source, did, i) for i, u in enumerate(utts)]
     return Dialogue(
         id=did,
         speakers=speakers,
         features=features,
         texts=texts,
         labels=labels if any(lab is not None for lab in labels) else None,
+        attributes=[{**shared, **mine} for mine in own] if shared or any(own) else None,
     ), written
+
+
+def _attributes(value: Any, source: str, did: str, i: int | None) -> dict[str, str]:
+    """An ``attributes`` object of string values; ``i`` is the utterance, ``None`` for the dialogue's own."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DataError(source, f"attributes must be an object, not {value!r}", dialogue=did, field="attributes", index=i)
+    for key, v in value.items():
+        if not isinstance(v, str) or not key:
+            what = "an attribute needs a name" if not key else f"attribute {key!r} must be a string, not {v!r}"
+            raise DataError(source, what, dialogue=did, field="attributes", index=i)
+    return dict(value)
 
 
 def _speaker(value: Any, source: str, did: str, i: int) -> Any:
@@ -269,7 +289,22 @@ def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
                 for name, vecs in rows.items():
                     u[name] = vecs[i]
                 utterances.append(u)
-            fh.write(json.dumps({"dialogue": d.id, "utterances": utterances}, ensure_ascii=False) + "\n")
+            record: dict[str, Any] = {"dialogue": d.id, "utterances": utterances}
+            if d.attributes is not None:
+                shared = _shared_attributes(d.attributes)
+                if shared:
+                    record["attributes"] = shared
+                for u, attrs in zip(utterances, d.attributes, strict=True):
+                    own = {k: v for k, v in attrs.items() if shared.get(k) != v}
+                    if own:
+                        u["attributes"] = own
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _shared_attributes(per_utterance: list[dict[str, str]]) -> dict[str, str]:
+    """The attributes every utterance has with one value: written once on the dialogue, as a user would."""
+    first, *rest = per_utterance
+    return {k: v for k, v in first.items() if all(a.get(k) == v for a in rest)}
 
 
 def _label_json(label: Label | None) -> Any:

@@ -65,6 +65,8 @@ class ContextLogisticRegression(nn.Module):
         self.inference_edge_noise = 0.0
         """Kept for the common model interface; the baseline has no graph to perturb."""
         self.inference_edge_generator: torch.Generator | None = None
+        self.temperature: float = 1.0
+        """Calibration, as :attr:`joyful.model.JoyfulModel.temperature`."""
 
     def features(self, batch: Batch) -> Tensor:
         """``[x_i; same-speaker window mean; other-speaker window mean]``, zeros where a mean has no utterance."""

@@ -8,6 +8,8 @@ Endpoints (all JSON; the OpenAPI schema is at ``/openapi.json``):
   ``DELETE /sessions/{id}``: stream a dialogue one utterance at a time, each labelled
   from its past only (final labels with a ``--causal`` model);
 - ``POST /corrections``, ``GET /corrections``: human corrections, kept for fine-tuning;
+- ``GET /review``: the review queue, uncertain predictions no one has corrected yet;
+- ``GET /monitor``: drift of the live stream against the model's validation data;
 - ``DELETE /dialogues/{id}``: forget a dialogue everywhere (session, store, corrections);
 - ``GET /``: a web page to try all of the above.
 
@@ -42,7 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from joyful import __version__
 from joyful.api import Joyful
-from joyful.corrections import CorrectionStore, checked_label
+from joyful.corrections import CorrectionStore, ServedPrediction, checked_label
 from joyful.data.context_text import contextual_texts
 from joyful.data.label_forms import SENTIMENT_RANGE, Label
 from joyful.data.schema import Dialogue, DialogueSet, feature_field, missing_matrix, missing_rows
@@ -50,6 +52,7 @@ from joyful.data.text_encoder import TextEncoder
 from joyful.data.text_features import ENCODER, ensure_text_features
 from joyful.errors import DataError, JoyfulError
 from joyful.io.jsonl import dialogue_from_record
+from joyful.monitoring import DEFAULT_THRESHOLD, DEFAULT_WINDOW, Reference, drift_report
 from joyful.service import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_STORE
 from joyful.service.schemas import (
     CorrectionIn,
@@ -59,7 +62,9 @@ from joyful.service.schemas import (
     ErrorOut,
     HealthOut,
     ModelOut,
+    MonitorOut,
     PredictOut,
+    ReviewItemOut,
     SessionIn,
     SessionOut,
     UtteranceIn,
@@ -154,6 +159,8 @@ class Predictor:
         self.text_encoder = str(clf.text_encoder_dir or clf.config.text_encoder) if "t" in self.widths else None
         self._lock = threading.Lock()
         self._encoder: TextEncoder | None = None
+        self.default_threshold: float | None = None
+        """Under this confidence a prediction is uncertain, unless a request says otherwise."""
 
     @property
     def causal(self) -> bool:
@@ -222,11 +229,48 @@ class Predictor:
         with self._lock:
             d.features["t"][said] = self.encoder().encode([strings[i] for i in said])
 
-    def predict(self, d: Dialogue, *, explain: bool) -> list[dict]:
+    def threshold(self, abstain_below: float | None, target_accuracy: float | None) -> float | None:
+        """The confidence threshold of a request: its own option if it gives one, else the service's default.
+
+        An option the model cannot honour (a regression model has no confidence; a model
+        saved without validation outputs cannot choose P; an unreachable accuracy) is
+        the request's fault: a :class:`DataError` (422) naming the option.
+        """
+        if abstain_below is not None and target_accuracy is not None:
+            raise DataError(SOURCE, "give abstain_below or target_accuracy, not both", field="abstain_below")
+        if abstain_below is None and target_accuracy is None:
+            return self.default_threshold
+        field = "abstain_below" if target_accuracy is None else "target_accuracy"
+        if self.task == "regression":
+            raise DataError(SOURCE, "a regression model's score has no confidence to abstain on", field=field)
+        if abstain_below is not None:
+            return abstain_below
+        try:
+            return self.clf.abstain_threshold(target_accuracy)
+        except JoyfulError as e:
+            raise DataError(SOURCE, str(e), field=field) from None
+
+    def predict(self, d: Dialogue, *, explain: bool, threshold: float | None = None) -> list[dict]:
         """The model's rows for every utterance of ``d`` (see :meth:`Joyful.predict`)."""
         data = DialogueSet([d], SOURCE)
         with self._lock:
-            return self.clf.predict(data, explain=explain)
+            return self.clf.predict(data, explain=explain, abstain_below=threshold)
+
+    def served(self, d: Dialogue, rows: Sequence[dict], *, keep_text: bool) -> list[ServedPrediction]:
+        """``rows`` predicted for ``d`` as the store keeps them: with which modalities each utterance lacked."""
+        where = {pos: i for i, pos in enumerate(d.positions())}
+        out = []
+        for r in rows:
+            i = where[r["index"]]
+            missing = {
+                m: bool(missing_rows(d.features[m][i : i + 1])[0]) if m in d.features else True for m in self.widths
+            }
+            text = d.texts[i] if keep_text and d.texts is not None else None
+            out.append(ServedPrediction(
+                d.id, r["index"], r["speaker"], _label(r["label"]), r.get("confidence"), r.get("uncertain"),
+                r.get("probabilities"), missing, text,
+            ))
+        return out
 
 
 def create_app(
@@ -237,20 +281,39 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_sessions: int = DEFAULT_MAX_SESSIONS,
     session_idle_seconds: float = 3600.0,
+    abstain_below: float | None = None,
+    target_accuracy: float | None = None,
+    drift_threshold: float = DEFAULT_THRESHOLD,
+    drift_window: int = DEFAULT_WINDOW,
 ) -> FastAPI:
     """The service for ``model`` (a model directory or a loaded :class:`Joyful`), storing into ``store_path``.
 
     ``keep_text`` also stores utterance texts (otherwise only speakers, feature vectors and
-    labels are kept). Raises :class:`JoyfulError` for a model or store that cannot be opened.
+    labels are kept). ``abstain_below`` or ``target_accuracy`` set the default confidence
+    threshold under which a prediction is uncertain (a request may give its own);
+    ``drift_threshold`` is the PSI past which ``/monitor`` alerts, over the last
+    ``drift_window`` predictions. Raises :class:`JoyfulError` for a model or store that
+    cannot be opened, or options that do not fit the model.
     """
     if max_request_bytes < 1:
         raise JoyfulError(f"--max-request-bytes must be at least 1, not {max_request_bytes}")
     if max_sessions < 1:
         raise JoyfulError(f"--max-sessions must be at least 1, not {max_sessions}")
+    if drift_window < 1:
+        raise JoyfulError(f"--drift-window must be at least 1, not {drift_window}")
+    if not drift_threshold > 0:
+        raise JoyfulError(f"--drift-threshold must be positive, not {drift_threshold}")
     predictor = Predictor(model if isinstance(model, Joyful) else Joyful.load(model))
+    if abstain_below is not None and not 0 <= abstain_below <= 1:
+        raise JoyfulError(f"--abstain-below is a confidence in [0, 1], not {abstain_below}")
+    try:
+        predictor.default_threshold = predictor.threshold(abstain_below, target_accuracy)
+    except DataError as e:
+        raise JoyfulError(e.problem.replace("abstain_below", "--abstain-below")) from None
     store = CorrectionStore(store_path)
     sessions = SessionRegistry(max_sessions, idle_seconds=session_idle_seconds)
     page = resources.files("joyful.service").joinpath("static", "index.html").read_text(encoding="utf-8")
+    reference: list[Reference | None] = [None]  # built on the first /monitor: a model without it still serves
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -301,8 +364,11 @@ def create_app(
         body: DialogueIn,
         explain: Annotated[bool, Query(description="Add an explanation to every utterance.")] = False,
         store_dialogue: Annotated[bool, Query(alias="store", description="Save the dialogue so it can be corrected.")] = True,
+        abstain_below: AbstainBelow = None,
+        target_accuracy: TargetAccuracy = None,
     ) -> dict:
         """Label every utterance of one dialogue, given as one line of the JSONL dialogue format."""
+        threshold = predictor.threshold(abstain_below, target_accuracy)
         d = predictor.only_model_modalities(
             dialogue_from_record(body.model_dump(exclude_none=True), SOURCE, task=predictor.task)
         )
@@ -310,9 +376,10 @@ def create_app(
         if store_dialogue and sessions.has_dialogue(d.id):
             raise Conflict(f"dialogue {d.id!r} has a live session; send it under another id")
         predictor.add_text_features(d)
-        rows = predictor.predict(d, explain=explain)
+        rows = predictor.predict(d, explain=explain, threshold=threshold)
         if store_dialogue:
             store.save_dialogue(d, keep_text=keep_text)
+            store.save_predictions(predictor.served(d, rows, keep_text=keep_text), replace_dialogue=True)
         return {"dialogue": d.id, "stored": store_dialogue, "utterances": [_prediction(r) for r in rows]}
 
     # ------------------------------------------------------------------ streaming
@@ -341,6 +408,8 @@ def create_app(
         session_id: str,
         body: UtteranceIn,
         explain: Annotated[bool, Query(description="Explain the prediction.")] = True,
+        abstain_below: AbstainBelow = None,
+        target_accuracy: TargetAccuracy = None,
     ) -> dict:
         """Add one utterance (JSONL utterance shape) and label it from the dialogue so far."""
         session = sessions.get(session_id)
@@ -354,8 +423,10 @@ def create_app(
             text_vectors = _text_vectors_from(utterance, session, n, predictor)
             if text_vectors == "service":
                 predictor.encode_texts(candidate, [n])
-            row = predictor.predict(dataclasses.replace(candidate, labels=None), explain=explain)[-1]
+            threshold = predictor.threshold(abstain_below, target_accuracy)
+            row = predictor.predict(dataclasses.replace(candidate, labels=None), explain=explain, threshold=threshold)[-1]
             store.save_dialogue(candidate, keep_text=keep_text)
+            store.save_predictions(predictor.served(candidate, [row], keep_text=keep_text))
             session.commit(candidate, row, text_vectors)
             return {**_prediction(row), "session": session.id, "dialogue": candidate.id}
 
@@ -370,6 +441,28 @@ def create_app(
             body.dialogue, body.index, label, body.annotator, labels=predictor.labels, task=predictor.task
         )
         return dataclasses.asdict(c)
+
+    @app.get("/review", response_model=list[ReviewItemOut])
+    def review() -> list:
+        """Uncertain predictions of stored dialogues that no correction has answered yet, oldest first."""
+        return [
+            {"dialogue": p.dialogue, "index": p.index, "speaker": p.speaker, "text": p.text, "label": _label_out(p.label),
+             "confidence": p.confidence, "probabilities": p.probabilities}
+            for p in store.review_queue()
+        ]
+
+    @app.get("/monitor", response_model=MonitorOut, responses=errors)
+    def monitor() -> dict:
+        """Drift of the last predictions served against the model's validation outputs (PSI per statistic)."""
+        if reference[0] is None:
+            try:
+                reference[0] = Reference.from_validation(
+                    predictor.info.extra.get("validation_outputs"), predictor.task, predictor.labels,
+                    list(predictor.widths), predictor.default_threshold,
+                )
+            except JoyfulError as e:
+                raise Conflict(str(e)) from None
+        return drift_report(store.recent_predictions(drift_window), reference[0], threshold=drift_threshold)
 
     @app.get("/corrections", response_model=list[CorrectionOut])
     def list_corrections(dialogue: Annotated[str | None, Query(description="Only this dialogue's.")] = None) -> list:
@@ -437,8 +530,26 @@ def _text_vectors_from(utterance: Dialogue, session: Session, n: int, predictor:
     return source
 
 
+AbstainBelow = Annotated[
+    float | None, Query(ge=0, le=1, description="Mark predictions with a lower confidence uncertain (default: the service's).")
+]
+TargetAccuracy = Annotated[
+    float | None, Query(gt=0, le=1, description="Or: the threshold chosen on validation for this accuracy on the rest."),
+]
+
+
 def _prediction(row: dict) -> dict:
-    return {k: row[k] for k in ("index", "speaker", "label", "probabilities", "explanation") if k in row}
+    keys = ("index", "speaker", "label", "probabilities", "confidence", "uncertain", "explanation")
+    return {k: row[k] for k in keys if k in row}
+
+
+def _label(label: Any) -> Label:
+    """A served label as the store keeps labels (a list of emotions as a tuple)."""
+    return tuple(label) if isinstance(label, list) else label
+
+
+def _label_out(label: Label) -> Any:
+    return list(label) if isinstance(label, tuple) else label
 
 
 def _session_out(session: Session, causal: bool) -> dict:

@@ -39,6 +39,10 @@ def serve_command(
     threads: Annotated[int, typer.Option(help="PyTorch CPU threads per prediction; requests run one at a time, and one "
                                               "dialogue is too small a job to split (1 is fastest on a busy machine).")] = 1,
     device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    abstain_below: Annotated[Optional[float], typer.Option(help="Default confidence under which a prediction is uncertain and joins the review queue (a request may give its own).")] = None,
+    target_accuracy: Annotated[Optional[float], typer.Option(help="Or: choose that threshold on the model's validation outputs for this accuracy on the predictions kept.")] = None,
+    drift_threshold: Annotated[float, typer.Option(help="PSI past which GET /monitor alerts (0.2: the usual 'significant shift').")] = 0.2,
+    drift_window: Annotated[int, typer.Option(help="Last predictions served that GET /monitor compares with validation.")] = 500,
 ) -> None:
     """Serve the model over HTTP: predict dialogues, stream utterances, explain and correct labels; web page at /."""
     try:
@@ -53,7 +57,11 @@ def serve_command(
     torch.set_num_threads(threads)
     from joyful.api import Joyful
 
-    app = create_app(Joyful.load(model, device=device), store, keep_text=keep_text, max_request_bytes=max_request_bytes, max_sessions=max_sessions)
+    app = create_app(
+        Joyful.load(model, device=device), store, keep_text=keep_text, max_request_bytes=max_request_bytes,
+        max_sessions=max_sessions, abstain_below=abstain_below, target_accuracy=target_accuracy,
+        drift_threshold=drift_threshold, drift_window=drift_window,
+    )
     sock = _listen(host, port)
     address = sock.getsockname()
     shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]

@@ -110,6 +110,13 @@ class PredictionOut(BaseModel):
     probabilities: dict[str, float] | None = Field(
         None, description="Per class (summing to 1) or per label (each on its own); none for a score.",
     )
+    confidence: float | None = Field(
+        None, description="How sure the model is of the decision, in [0, 1] (the class's probability; multilabel: the "
+        "mean over labels of p or 1 - p); none for a score.",
+    )
+    uncertain: bool | None = Field(
+        None, description="Confidence below the threshold (the request's or the service's); none without a threshold.",
+    )
     explanation: Explanation | None = None
 
 
@@ -138,6 +145,35 @@ class CorrectionOut(BaseModel):
     label: LabelOut
     annotator: str | None
     created: str = Field(description="ISO-8601 time in UTC.")
+
+
+class ReviewItemOut(BaseModel):
+    """An uncertain prediction waiting for a person; answer it with POST /corrections (dialogue, index)."""
+
+    dialogue: str
+    index: int
+    speaker: str
+    text: str | None = Field(description="What was said, when the service keeps texts (--keep-text).")
+    label: LabelOut
+    confidence: float | None
+    probabilities: dict[str, float] | None
+
+
+class StatisticOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    value: float | dict[str, float] | None = Field(description="On the live window (a share per class for labels).")
+    reference: float | dict[str, float] | None = Field(description="On the model's validation data.")
+    psi: float | None = Field(description="Population stability index of live against reference; none until enough data.")
+
+
+class MonitorOut(BaseModel):
+    alert: bool = Field(description="Some statistic's PSI is past the threshold, over a window of at least min_utterances.")
+    shifted: list[str] = Field(description="The statistics past the threshold.")
+    n: int = Field(description="Predictions in the window.")
+    threshold: float
+    label_threshold: float = Field(description="The higher threshold of the predicted label mix (see joyful.monitoring).")
+    min_utterances: int
+    statistics: dict[str, StatisticOut]
 
 
 class DeletedOut(BaseModel):

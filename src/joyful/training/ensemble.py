@@ -32,6 +32,8 @@ class EnsembleModel(nn.Module):
         self.modalities = members[0].modalities
         self.n_speakers = members[0].n_speakers
         self.task = members[0].task
+        self.temperature: float = 1.0
+        """One calibration for the ensemble, fitted on its combined logits (the members' own stay 1)."""
 
     @property
     def config(self):

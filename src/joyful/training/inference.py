@@ -12,30 +12,67 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from joyful.analysis.metrics import classification_metrics, multilabel_metrics, regression_metrics
+from joyful.analysis.metrics import (
+    classification_metrics, expected_calibration_error, multilabel_metrics, regression_metrics,
+)
 from joyful.batching import EncodedDialogue, iterate_batches
+from joyful.data.tasks import Task
 from joyful.model import JoyfulModel
 from joyful.training import distributed
 from joyful.training.device import autocast, module_device
 
 
-@torch.no_grad()
-def predict_probabilities(model: JoyfulModel, dialogues: Sequence[EncodedDialogue], batch_size: int) -> list[np.ndarray]:
-    """The task's outputs for each dialogue, in input order, on the host.
+def served_outputs(task: Task, logits: Tensor | np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The task's outputs of ``logits / temperature``, on the host: the one place calibration is applied.
 
-    ``(n_utterances, n_classes)`` probabilities (classification: summing to 1; multilabel:
-    one per emotion), or ``(n_utterances,)`` clipped scores (regression).
+    Every served probability (evaluate, predict, explain, the service, ensembles) comes
+    from here, so a model's temperature can never apply to one path and not another.
     """
+    return task.outputs(torch.as_tensor(logits).float() / temperature).cpu().numpy()
+
+
+@torch.no_grad()
+def predict_logits(model: JoyfulModel, dialogues: Sequence[EncodedDialogue], batch_size: int) -> list[np.ndarray]:
+    """The head's logits for each dialogue, in input order, as float32 on the host (before any temperature)."""
     model.eval()
     device = module_device(model)
     out: list[np.ndarray] = []
     for batch in iterate_batches(dialogues, batch_size, model.n_speakers, shuffle=False, device=device):
         with autocast(device, model.config.precision):
             logits = model(batch).logits
-        outputs = model.task.outputs(logits).cpu().numpy()
-        out.extend(np.split(outputs, np.cumsum(batch.lengths.cpu().numpy())[:-1]))
+        out.extend(np.split(logits.float().cpu().numpy(), np.cumsum(batch.lengths.cpu().numpy())[:-1]))
     return out
+
+
+def predict_probabilities(model: JoyfulModel, dialogues: Sequence[EncodedDialogue], batch_size: int) -> list[np.ndarray]:
+    """The task's outputs for each dialogue, in input order, on the host, at the model's temperature.
+
+    ``(n_utterances, n_classes)`` probabilities (classification: summing to 1; multilabel:
+    one per emotion), or ``(n_utterances,)`` clipped scores (regression).
+    """
+    return [served_outputs(model.task, z, model.temperature) for z in predict_logits(model, dialogues, batch_size)]
+
+
+def labelled_logits(
+    model: JoyfulModel, dialogues: Sequence[EncodedDialogue], n_labels: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, logits (N, n_labels))`` of every labelled utterance of ``dialogues``, in utterance order.
+
+    In a distributed run each process scores its share and every process gets all of them.
+    """
+    task = model.task
+    ranks = distributed.current()
+    shard = dialogues[ranks.rank :: ranks.world_size] if ranks else dialogues
+    logits = predict_logits(model, shard, batch_size) if shard else []
+    y_true = torch.cat([d.label for d in shard]).numpy() if shard else _empty(task.name, n_labels)
+    z = np.concatenate(logits) if logits else np.zeros((0, n_labels), dtype=np.float32)
+    if ranks:
+        parts = distributed.gather((y_true, z))
+        y_true, z = np.concatenate([t for t, _ in parts]), np.concatenate([p for _, p in parts])
+    known = task.labelled(torch.from_numpy(y_true)).numpy()
+    return y_true[known], z[known]
 
 
 def evaluate_encoded(
@@ -44,21 +81,16 @@ def evaluate_encoded(
 ) -> dict:
     """The task's metrics over every labelled utterance of ``dialogues``.
 
-    ``thresholds``: per emotion (multilabel; default 0.5 each). ``with_predictions`` adds
-    ``y_true`` and ``y_pred`` (class indices, 0/1 rows, or scores; multilabel also
-    ``y_prob``), in utterance order, for paired comparisons such as the bootstrap.
+    ``thresholds``: per emotion (multilabel; default 0.5 each). Classification and
+    multilabel also get ``ece`` (of the probabilities served, at the model's temperature)
+    and ``ece_uncalibrated`` (at temperature 1), so a report shows what calibration did.
+    ``with_predictions`` adds ``y_true`` and ``y_pred`` (class indices, 0/1 rows, or
+    scores; classification and multilabel also ``y_prob``, the served probabilities), in
+    utterance order, for paired comparisons such as the bootstrap.
     """
     task = model.task
-    ranks = distributed.current()
-    shard = dialogues[ranks.rank :: ranks.world_size] if ranks else dialogues
-    outputs = predict_probabilities(model, shard, batch_size) if shard else []
-    y_true = torch.cat([d.label for d in shard]).numpy() if shard else _empty(task.name, len(labels))
-    y_out = np.concatenate(outputs) if outputs else _empty(task.name, len(labels)).astype(np.float32)
-    if ranks:  # each process scored its share of the dialogues; the metrics are over all of them
-        parts = distributed.gather((y_true, y_out))
-        y_true, y_out = np.concatenate([t for t, _ in parts]), np.concatenate([p for _, p in parts])
-    known = task.labelled(torch.from_numpy(y_true)).numpy()
-    y_true, y_out = y_true[known], y_out[known]
+    y_true, z = labelled_logits(model, dialogues, len(labels), batch_size)
+    y_out = served_outputs(task, z, model.temperature)
     if task.name == "classification":
         y_pred = y_out.argmax(-1) if len(y_out) else np.zeros(0, dtype=np.int64)
         metrics = classification_metrics(y_true, y_pred, labels)
@@ -69,10 +101,15 @@ def evaluate_encoded(
     else:
         y_pred = y_out
         metrics = regression_metrics(y_true, y_pred)
+    if task.name != "regression":
+        metrics.update(
+            ece=expected_calibration_error(task.name, y_true, y_out),
+            ece_uncalibrated=expected_calibration_error(task.name, y_true, served_outputs(task, z)),
+        )
     if with_predictions:
         truth = y_true.astype(np.int64) if task.name == "multilabel" else y_true
         metrics.update(y_true=truth.tolist(), y_pred=y_pred.tolist())
-        if task.name == "multilabel":
+        if task.name != "regression":
             metrics["y_prob"] = y_out.tolist()
     return metrics
 

@@ -4,7 +4,9 @@ Each member is trained by the architecture's fit function; the history is writte
 ``history.csv`` after every epoch, logged to TensorBoard, and drawn as training curves
 when training ends or is interrupted; the checkpoint is written at every improvement of
 the first member and after every later member, so an interrupted run keeps the best
-model (or ensemble) finished so far.
+model (or ensemble) finished so far. With validation data, the finished model is then
+calibrated (:mod:`joyful.training.calibration`), its multilabel thresholds chosen, and
+what it serves on validation recorded, before the checkpoint is written once more.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from joyful.batching import EncodedDialogue
 from joyful.config import JoyfulConfig
 from joyful.model import JoyfulModel
 from joyful.nn.context_lr import ContextLogisticRegression, fit_context_lr
+from joyful.training.calibration import calibrate, validation_outputs
 from joyful.training.checkpoint import ModelInfo
 from joyful.training.ensemble import EnsembleModel
 from joyful.training.inference import evaluate_encoded
@@ -82,12 +85,14 @@ def train_members(
             on_epoch(record)
 
     ensemble_valid: dict | None = None
+    current: Model | None = None  # the model published last
     try:
         for k in range(config.ensemble):  # members differ only in their seed
             member_config = config.replace(seed=config.seed + k)
             seed_everything(member_config.seed)
             member = build_model(member_config, info.widths, len(labels), info.n_speakers, info.task).to(device)
             if not members:
+                current = member
                 publish(member)
                 info.extra["ensemble_members"] = 1
             fit = fit_context_lr if config.architecture == "context-lr" else train
@@ -99,7 +104,7 @@ def train_members(
             member.config = config
             members.append(member)
             if len(members) > 1:  # an interrupted run keeps the ensemble of the members finished so far
-                ensemble = EnsembleModel(members)
+                current = ensemble = EnsembleModel(members)
                 publish(ensemble)
                 info.extra["ensemble_members"] = len(members)
                 info.extra["members"] = [
@@ -110,14 +115,13 @@ def train_members(
                     evaluate_encoded(ensemble, encoded_valid, labels, config.batch_size) if encoded_valid else None
                 )
                 checkpoint(results[0].best_epoch, ensemble_valid)
-        if info.task == "multilabel" and config.thresholds == "validation" and encoded_valid:
-            model = members[0] if len(members) == 1 else EnsembleModel(members)
-            scored = evaluate_encoded(model, encoded_valid, labels, config.batch_size, with_predictions=True)
-            info.extra["thresholds"] = choose_thresholds(np.array(scored["y_true"]), np.array(scored["y_prob"]))
-            ensemble_valid = evaluate_encoded(model, encoded_valid, labels, config.batch_size, thresholds=info.extra["thresholds"])
+        if encoded_valid:
+            final_valid = finish(config, current, encoded_valid, info)
             if len(members) == 1:
-                results[0].best_valid = ensemble_valid
-            checkpoint(results[0].best_epoch, ensemble_valid)
+                results[0].best_valid = final_valid
+            else:
+                ensemble_valid = final_valid
+            checkpoint(results[0].best_epoch, final_valid)
     finally:
         tensorboard.close()
         if out_dir is not None and history:  # also after an interruption: the curves so far
@@ -129,3 +133,22 @@ def train_members(
         best_epoch=results[0].best_epoch, best_valid=ensemble_valid, history=history,
         stopped_early=all(r.stopped_early for r in results),
     )
+
+
+def finish(config: JoyfulConfig, model: Model, encoded_valid: Sequence[EncodedDialogue], info: ModelInfo) -> dict:
+    """The last steps on validation data, in the order each needs: temperature, thresholds, what was served.
+
+    Thresholds are chosen on the calibrated probabilities, as those are what they are
+    applied to. ``info.extra`` gets ``calibration`` (when ``config.calibrate``), ``thresholds``
+    (multilabel, ``thresholds: validation``) and ``validation_outputs``; returns the final
+    validation metrics.
+    """
+    labels, batch_size = info.label_set.labels, config.batch_size
+    if config.calibrate and info.task != "regression":
+        info.extra["calibration"] = calibrate(model, encoded_valid, labels, batch_size)
+    if info.task == "multilabel" and config.thresholds == "validation":
+        scored = evaluate_encoded(model, encoded_valid, labels, batch_size, with_predictions=True)
+        info.extra["thresholds"] = choose_thresholds(np.array(scored["y_true"]), np.array(scored["y_prob"]))
+    thresholds = info.extra.get("thresholds")
+    info.extra["validation_outputs"] = validation_outputs(model, encoded_valid, labels, batch_size, thresholds)
+    return evaluate_encoded(model, encoded_valid, labels, batch_size, thresholds=thresholds)

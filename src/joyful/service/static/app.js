@@ -3,6 +3,8 @@
 // A label has the form of the model's task (GET /model): a class name; the list of
 // labels present, each with its probability (multilabel); or a score on a scale
 // (regression). Corrections are made in the same form: a menu, checkboxes, a number.
+// Predictions under the confidence threshold are marked uncertain and wait in the review
+// queue (GET /review) until an annotator corrects them; the drift panel shows GET /monitor.
 // Everything goes through the service's JSON API; user text is only ever set as
 // textContent, never parsed as HTML.
 "use strict";
@@ -152,6 +154,7 @@ async function addUtterance(event) {
     state.utterances.push({ ...result, text });
     render();
     status(`utterance ${result.index}: ${labelText(result.label)}`);
+    if (result.uncertain) await loadReview();
   } catch (error) {
     if (!$("text").value && !$("features").value) {  // give the refused utterance back to edit
       $("text").value = text;
@@ -187,6 +190,7 @@ async function predictDialogue() {
   state.utterances = result.utterances.map((u) => ({ ...u, text: texts[u.index] || "" }));
   render();
   status(`${result.utterances.length} utterances labelled` + (result.stored ? "" : " (not stored)"));
+  await loadReview();
 }
 
 async function readFile() {
@@ -268,10 +272,12 @@ function correctionInput(u) {
   return [[select], () => select.value];
 }
 
-function correctionControl(u) {
+// `dialogue`: the one the utterance belongs to (the review queue holds several).
+function correctionControl(u, dialogue = null) {
   const [inputs, read] = correctionInput(u);
   const button = el("button", { type: "button", class: "correct-button" }, "Correct");
-  button.addEventListener("click", () => Promise.resolve().then(() => correct(u, read())).catch((e) => status(e.message, true)));
+  button.addEventListener("click",
+    () => Promise.resolve().then(() => correct(u, read(), dialogue)).catch((e) => status(e.message, true)));
   const box = el("div", { class: "correct" }, ...inputs, button);
   box.addEventListener("click", (event) => event.stopPropagation());
   return box;
@@ -290,17 +296,26 @@ function render() {
       onclick: () => explain(u),
       onkeydown: (event) => { if (event.key === "Enter") explain(u); },
     },
-    el("div", { class: "head" },
-      el("span", { class: "muted" }, `#${u.index}`),
-      el("span", { class: "who" }, u.speaker),
-      el("span", { class: "said" }, u.text || ""),
-      el("span", { class: "chip" }, labelText(u.label))),
+    head(u),
     prediction(u),
     correctionControl(u));
+    if (u.uncertain) item.classList.add("uncertain");
     if ("corrected" in u) item.append(el("span", { class: "corrected" }, `corrected to ${labelText(u.corrected)}`));
     return item;
   });
   $("timeline").replaceChildren(...items);
+}
+
+function head(u) {
+  const sure = typeof u.confidence === "number"
+    ? el("span", { class: "confidence" }, `${u.uncertain ? "uncertain · " : ""}confidence ${u.confidence.toFixed(2)}`)
+    : "";
+  return el("div", { class: "head" },
+    el("span", { class: "muted" }, `#${u.index}`),
+    el("span", { class: "who" }, u.speaker),
+    el("span", { class: "said" }, u.text || ""),
+    sure,
+    el("span", { class: "chip" }, labelText(u.label)));
 }
 
 function explain(u) {
@@ -330,14 +345,57 @@ function explain(u) {
   $("explanation").replaceChildren(...panel);
 }
 
-async function correct(u, label) {
-  const body = { dialogue: state.dialogue, index: u.index, label };
+async function correct(u, label, dialogue = null) {
+  const body = { dialogue: dialogue || state.dialogue, index: u.index, label };
   const annotator = $("annotator").value.trim();
   if (annotator) body.annotator = annotator;
   const saved = await api("POST", "/corrections", body);
-  u.corrected = saved.label;
-  render();
+  if (!dialogue) {
+    u.corrected = saved.label;
+    render();
+  }
   status(`utterance ${u.index} corrected to ${labelText(saved.label)}`);
+  await loadReview();
+}
+
+// ------------------------------------------------------------------ review queue and drift
+async function loadReview() {
+  const queue = await api("GET", "/review");
+  const items = queue.map((u) => el("li", {
+    class: "utterance uncertain",
+    "data-dialogue": u.dialogue,
+    "data-index": u.index,
+    style: { "--emotion": labelColour(u.label) },
+  },
+  el("div", { class: "muted" }, `dialogue ${u.dialogue}`),
+  head(u),
+  prediction(u),
+  correctionControl(u, u.dialogue)));
+  $("review").replaceChildren(...items);
+  $("review-info").textContent = queue.length
+    ? `${queue.length} uncertain prediction${queue.length === 1 ? "" : "s"} to review, oldest first.`
+    : "Nothing to review: no uncertain prediction is waiting.";
+}
+
+function shown(value) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "object") return Object.entries(value).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(" · ");
+  return value.toFixed(3);
+}
+
+async function loadMonitor() {
+  const report = await api("GET", "/monitor");
+  const rows = Object.entries(report.statistics).map(([name, s]) => el("tr",
+    { class: report.shifted.includes(name) ? "shifted" : "", "data-statistic": name },
+    el("td", {}, name), el("td", {}, shown(s.value)), el("td", {}, shown(s.reference)), el("td", {}, shown(s.psi))));
+  $("monitor-table").replaceChildren(
+    el("tr", {}, el("th", {}, "statistic"), el("th", {}, "live"), el("th", {}, "validation"), el("th", {}, "PSI")), ...rows);
+  const info = $("monitor-info");
+  info.classList.toggle("alert", report.alert);
+  info.textContent = report.alert
+    ? `Drift: ${report.shifted.join(", ")} past PSI ${report.threshold} over the last ${report.n} predictions.`
+    : `No drift alert over the last ${report.n} predictions (PSI threshold ${report.threshold}` +
+      (report.n < report.min_utterances ? `; alerts need at least ${report.min_utterances}` : "") + ").";
 }
 
 async function forget() {
@@ -345,6 +403,7 @@ async function forget() {
   const what = Object.entries(result.removed).map(([k, n]) => `${n} ${k}`).join(", ");
   reset(null, null);
   status(`forgot dialogue ${result.dialogue}: removed ${what}`);
+  await loadReview();
 }
 
 // ------------------------------------------------------------------ wiring
@@ -360,5 +419,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("predict").addEventListener("click", guarded(predictDialogue));
   $("dialogue-file").addEventListener("change", guarded(readFile));
   $("forget").addEventListener("click", guarded(forget));
+  $("review-refresh").addEventListener("click", guarded(loadReview));
+  // Drift is asked for, not polled: the report is an administrator's, and a model saved
+  // without validation outputs has none (the panel then shows why).
+  $("monitor-refresh").addEventListener("click", guarded(loadMonitor));
   loadModel();
+  loadReview().catch((error) => status(error.message, true));
 });
