@@ -213,7 +213,8 @@ def evaluate(
         from joyful.analysis.fairness import read_group_map, utterance_groups
 
         members = utterance_groups(seen, groups, None if group_map is None else read_group_map(group_map, groups))
-    metrics = clf.evaluate(data, progress=not as_json, with_predictions=plot is not None or pilot)
+    # the data read above, not the file again (``seen`` keeps its texts unencoded; evaluate encodes them)
+    metrics = clf.evaluate(seen if pilot else data, progress=not as_json, with_predictions=plot is not None or pilot)
     if plot is not None:
         from joyful.analysis import plots
 
@@ -226,17 +227,11 @@ def evaluate(
             plots.plot_confusion_matrix(metrics, plot)
     if pilot:
         from joyful.analysis import fairness, intervals
-        from joyful.data.tasks import get_task
 
-        scored = intervals.scored(metrics, seen)
         if ci:
-            metrics["ci"] = intervals.bootstrap_intervals(scored, n_resamples=resamples)
+            metrics["ci"] = intervals.bootstrap_intervals(intervals.scored(metrics, seen), n_resamples=resamples)
         if groups is not None:
-            where = intervals.labelled_utterances(seen)
-            metrics["groups"] = fairness.group_summary(
-                scored, members, [seen.dialogues[k].speakers[i] for k, i in where],
-                key=groups, metric=get_task(scored.task).primary_metric,
-            )
+            metrics["groups"] = fairness.evaluated_groups(seen, metrics, members, groups)
     for key in ("y_true", "y_pred", "y_prob"):
         metrics.pop(key, None)
     if as_json:

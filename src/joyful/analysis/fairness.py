@@ -185,6 +185,20 @@ def _permuted_codes(s: Scored, code: np.ndarray, speakers: Sequence[str], n: int
     return shuffled[:, unit]
 
 
+def evaluated_groups(ds: DialogueSet, metrics: dict, groups: Sequence[str | None], key: str) -> dict:
+    """:func:`group_summary` of ``evaluate(ds, with_predictions=True)``'s ``metrics``, on the task's primary metric.
+
+    ``ds`` is the data as the model saw it and ``groups`` its :func:`utterance_groups`; the
+    one path from an evaluation to the ``groups`` result, for ``evaluate --groups`` and ``report``.
+    """
+    from joyful.analysis.intervals import scored
+    from joyful.data.tasks import get_task
+
+    s = scored(metrics, ds)
+    speakers = [ds.dialogues[k].speakers[i] for k, i in labelled_utterances(ds)]
+    return group_summary(s, groups, speakers, key=key, metric=get_task(s.task).primary_metric)
+
+
 def table_rows(summary: dict) -> tuple[list[str], list[list[str]], str]:
     """Header, one row per group and a closing line, as a report or the printout shows the ``groups`` result."""
     metric = summary["metric"]
@@ -207,6 +221,7 @@ def _cell(x: float | None) -> str:
 
 
 __all__ = [
-    "DEFAULT_PERMUTATIONS", "MIN_GROUP_UTTERANCES", "SPEAKER_KEY", "group_summary", "read_group_map", "table_rows",
+    "DEFAULT_PERMUTATIONS", "MIN_GROUP_UTTERANCES", "SPEAKER_KEY", "evaluated_groups", "group_summary", "read_group_map",
+    "table_rows",
     "utterance_groups",
 ]

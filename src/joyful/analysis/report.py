@@ -212,14 +212,10 @@ def emotion_groups(labels: list[tuple[str, ...]], emotions: list[str]) -> tuple[
 
 def _group_table(dataset, metrics: dict, key: str, group_map) -> tuple[str, list[str], list[list[str]], str]:
     """The ``evaluate --groups`` result for the analysed data, as (key, header, rows, closing line)."""
-    from joyful.analysis import fairness, intervals
-    from joyful.data.tasks import get_task
+    from joyful.analysis import fairness
 
     members = fairness.utterance_groups(dataset, key, None if group_map is None else fairness.read_group_map(group_map, key))
-    scored = intervals.scored(metrics, dataset)
-    speakers = [dataset.dialogues[k].speakers[i] for k, i in intervals.labelled_utterances(dataset)]
-    summary = fairness.group_summary(scored, members, speakers, key=key, metric=get_task(scored.task).primary_metric)
-    return (key, *fairness.table_rows(summary))
+    return (key, *fairness.table_rows(fairness.evaluated_groups(dataset, metrics, members, key)))
 
 
 def _fairness_html(table: tuple[str, list[str], list[list[str]], str] | None) -> str:
