@@ -5,9 +5,12 @@ causal model trained here on generated data; opens M sessions and streams N utte
 in all (N/M each, one client thread per session, each waiting for its answer before
 sending the next utterance, as a live client does), then prints one JSON object:
 requests per second and the p50/p95 latency of the streaming calls. Bounded: every
-request has a timeout, and the server is stopped at the end.
+request has a timeout, and the server is stopped at the end. ``--workers 2`` runs two
+worker processes sharing the store (a SQLite file here, or ``--store postgresql://…``),
+so each utterance may be taken by either worker.
 
     python benchmarks/service_load.py [--model DIR] [--sessions 8] [--utterances 200] [--no-explain] [--threads 1]
+                                      [--workers 2] [--store postgresql://USER:PASS@HOST/DB]
 """
 
 from __future__ import annotations
@@ -50,10 +53,10 @@ def train_tiny_model(directory: Path) -> Path:
     return directory / "model"
 
 
-def start_server(model: Path, store: Path, max_sessions: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, store: str, max_sessions: int, threads: int, workers: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "serve", "--model", str(model), "--store", str(store), "--port", "0",
-         "--max-sessions", str(max_sessions), "--threads", str(threads)],
+        [sys.executable, "-c", SERVE, "serve", "--model", str(model), "--store", store, "--port", "0",
+         "--max-sessions", str(max_sessions), "--threads", str(threads), "--workers", str(workers)],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     line = proc.stderr.readline()
@@ -77,7 +80,7 @@ def stream_session(url: str, k: int, n: int, widths: dict[str, int], explain: bo
     """Open a session and stream ``n`` utterances of random vectors, timing each call."""
     rng = np.random.default_rng(k)
     with httpx.Client(base_url=url, timeout=120) as client:
-        r = client.post("/sessions", json={"dialogue": f"load-{k}"})
+        r = client.post("/sessions", json={"dialogue": f"load-{k}-{time.time_ns()}", "consent": "store"})
         if r.status_code != 201:
             errors.append(f"session {k}: {r.status_code} {r.text}")
             return
@@ -98,12 +101,15 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=200, help="utterances N streamed in all")
     parser.add_argument("--no-explain", dest="explain", action="store_false", help="skip explanations (cheaper)")
     parser.add_argument("--threads", type=int, default=1, help="the server's PyTorch threads (joyful serve --threads)")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (joyful serve --workers)")
+    parser.add_argument("--store", help="store to use (default: a fresh SQLite file); e.g. a postgresql:// URL")
     args = parser.parse_args()
     if args.sessions < 1 or args.utterances < args.sessions:
         parser.error("need at least one session and at least one utterance per session")
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or train_tiny_model(Path(tmp))
-        proc, url = start_server(model, Path(tmp) / "store.sqlite", args.sessions, args.threads)
+        store = args.store or str(Path(tmp) / "store.sqlite")
+        proc, url = start_server(model, store, args.sessions, args.threads, args.workers)
         try:
             info = httpx.get(f"{url}/model").json()
             per_session = [args.utterances // args.sessions + (k < args.utterances % args.sessions) for k in range(args.sessions)]
@@ -132,6 +138,8 @@ def main() -> None:
         "utterances_per_session": max(per_session),
         "explain": args.explain,
         "server_threads": args.threads,
+        "workers": args.workers,
+        "store": "postgresql" if args.store and args.store.startswith("postgresql") else "sqlite",
         "errors": len(errors),
         "first_errors": errors[:3],
         "seconds": round(wall, 2),

@@ -55,9 +55,10 @@ def utterance_body(d: Dialogue, i: int, *, text: bool = True, label: bool = Fals
     return u
 
 
-def dialogue_body(d: Dialogue, **kwargs: bool) -> dict[str, Any]:
-    """``d`` as one line of the JSONL dialogue format."""
-    return {"dialogue": d.id, "utterances": [utterance_body(d, i, **kwargs) for i in range(len(d))]}
+def dialogue_body(d: Dialogue, *, consent: str | None = None, **kwargs: bool) -> dict[str, Any]:
+    """``d`` as one line of the JSONL dialogue format (with a consent scope for the service, if given)."""
+    body: dict[str, Any] = {"dialogue": d.id, "utterances": [utterance_body(d, i, **kwargs) for i in range(len(d))]}
+    return body if consent is None else {**body, "consent": consent}
 
 
 def file_bytes(path: Path) -> bytes:

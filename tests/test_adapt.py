@@ -35,11 +35,11 @@ def store(model_dir, tmp_path_factory):
     with CorrectionStore(path) as s:
         for d in new:
             d.labels = None
-            s.save_dialogue(d)
+            s.save_dialogue(d, consent="train")
         for r in [r for r in rows if r["index"] % 4 == 1][:5]:
             other = labels[(labels.index(r["label"]) + 1) % len(labels)]
             s.add_correction(r["dialogue"], r["index"], other, annotator="tester")
-            wanted[(r["dialogue"], r["index"])] = other
+            wanted[(s.dialogue_key(r["dialogue"]), r["index"])] = other
     return path, wanted
 
 

@@ -1,4 +1,8 @@
-"""The correction store: round trips, validation, corrected dialogues for fine-tuning, erasure, the CLI."""
+"""The correction store: round trips, validation, corrected dialogues for fine-tuning, erasure, the CLI.
+
+Store-level tests run on every backend (``store_fixtures.location``: SQLite, and PostgreSQL
+when ``JOYFUL_TEST_POSTGRES`` is set); file-level ones on SQLite.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from joyful.corrections import Correction, CorrectionStore
 from joyful.data.schema import Dialogue
 from joyful.errors import DataError, JoyfulError
 from service_fixtures import file_bytes, served_model_dir  # noqa: F401 - served_model_dir is a fixture
+from store_fixtures import location, raw_rows  # noqa: F401 - location is a fixture
 
 LABELS = ("hap", "sad", "neu")
 
@@ -35,8 +40,8 @@ def dialogue(did: str = "d1", n: int = 4, *, texts: bool = True, origin: list[in
 
 
 @pytest.fixture
-def store(tmp_path):
-    with CorrectionStore(tmp_path / "store.sqlite") as s:
+def store(location):
+    with CorrectionStore(location) as s:
         yield s
 
 
@@ -44,7 +49,8 @@ def test_dialogue_round_trip_keeps_nan_rows_and_drops_texts_unless_asked(store):
     d = dialogue()
     store.save_dialogue(d)
     back = store.dialogue("d1")
-    assert back.speakers == d.speakers and back.labels == d.labels and back.texts is None
+    assert back.id == store.dialogue_key("d1") and back.speakers == [store.speaker_key(s) for s in d.speakers]
+    assert back.labels == d.labels and back.texts is None
     for m in d.features:
         assert back.features[m].dtype == np.float32
         np.testing.assert_array_equal(back.features[m], d.features[m])  # NaN == NaN here
@@ -54,18 +60,18 @@ def test_dialogue_round_trip_keeps_nan_rows_and_drops_texts_unless_asked(store):
     assert store.dialogue("nope") is None
 
 
-def test_features_are_numpy_files_never_pickles(store):
+def test_features_are_numpy_files_never_pickles(store, location):
     store.save_dialogue(dialogue())
-    blobs = [row[0] for row in store._db.execute("SELECT array FROM features")]
+    blobs = [bytes(row[0]) for row in raw_rows(location, 'SELECT "array" FROM features')]
     assert blobs and all(b.startswith(b"\x93NUMPY") for b in blobs)
     assert all(np.load(io.BytesIO(b), allow_pickle=False).dtype == np.float32 for b in blobs)
 
 
-def test_save_replaces_an_earlier_version(store):
+def test_save_replaces_an_earlier_version(store, location):
     store.save_dialogue(dialogue(n=2))
     store.save_dialogue(dialogue(n=5))
-    assert len(store.dialogue("d1")) == 5 and store.dialogue_ids() == ["d1"]
-    assert store._db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 2
+    assert len(store.dialogue("d1")) == 5 and store.dialogue_ids() == [store.dialogue_key("d1")]
+    assert raw_rows(location, "SELECT COUNT(*) FROM features") == [(2,)]
 
 
 def test_corrections_are_listed_oldest_first_and_filtered(store):
@@ -74,7 +80,8 @@ def test_corrections_are_listed_oldest_first_and_filtered(store):
     store.add_correction("other", 7, "neu")  # a dialogue not stored (yet) may be corrected
     store.add_correction("d1", 2, "neu")
     assert isinstance(first, Correction) and first.created.endswith("+00:00") and "T" in first.created
-    assert [(c.dialogue, c.index, c.label) for c in store.corrections()] == [("d1", 2, "sad"), ("other", 7, "neu"), ("d1", 2, "neu")]
+    d1, other = store.dialogue_key("d1"), store.dialogue_key("other")
+    assert [(c.dialogue, c.index, c.label) for c in store.corrections()] == [(d1, 2, "sad"), (other, 7, "neu"), (d1, 2, "neu")]
     assert [c.label for c in store.corrections("d1")] == ["sad", "neu"]
     assert store.corrections("d1")[0].annotator == "ann" and store.corrections("d1")[1].annotator is None
 
@@ -90,7 +97,8 @@ def test_corrections_are_listed_oldest_first_and_filtered(store):
         (("", 1, "sad"), None, "dialogue"),
     ],
 )
-def test_bad_corrections_are_refused_naming_the_field(store, args, labels, field):
+def test_bad_corrections_are_refused_naming_the_field(tmp_path, args, labels, field):
+    store = CorrectionStore(tmp_path / "store.sqlite")  # validation is the same on every backend
     store.save_dialogue(dialogue("d1"))
     with pytest.raises(DataError) as e:
         store.add_correction(*args, labels=labels)
@@ -99,7 +107,7 @@ def test_bad_corrections_are_refused_naming_the_field(store, args, labels, field
 
 
 def test_index_is_a_position_when_the_stored_dialogue_lost_utterances(store):
-    store.save_dialogue(dialogue("d1", n=3, origin=[0, 2, 5]))  # e.g. an IEMOCAP-4 model dropped 1, 3, 4
+    store.save_dialogue(dialogue("d1", n=3, origin=[0, 2, 5]), consent="train")  # e.g. an IEMOCAP-4 model dropped 1, 3, 4
     store.add_correction("d1", 5, "sad")
     with pytest.raises(DataError, match="no utterance 1"):
         store.add_correction("d1", 1, "sad")
@@ -107,19 +115,19 @@ def test_index_is_a_position_when_the_stored_dialogue_lost_utterances(store):
 
 
 def test_corrected_dialogues_have_the_latest_correction_per_utterance_and_nothing_else(store):
-    store.save_dialogue(dialogue("d1"))
-    store.save_dialogue(dialogue("d2"))
-    store.save_dialogue(dialogue("d3"))
+    for did in ("d1", "d2", "d3"):
+        store.save_dialogue(dialogue(did), consent="train")
     store.add_correction("d1", 1, "sad")
     store.add_correction("d1", 1, "neu")
     store.add_correction("d1", 3, "hap")
     store.add_correction("d3", 0, "sad")
     store.add_correction("unstored", 0, "sad")  # no features to learn from: left out
     got = {d.id: d for d in store.corrected_dialogues()}
-    assert sorted(got) == ["d1", "d3"]
-    assert got["d1"].labels == [None, "neu", None, "hap"]  # the stored gold label "hap" of 0 is not a correction
-    assert got["d3"].labels == ["sad", None, None, None]
-    np.testing.assert_array_equal(got["d1"].features["a"], dialogue("d1").features["a"])
+    d1, d3 = store.dialogue_key("d1"), store.dialogue_key("d3")
+    assert sorted(got) == sorted([d1, d3])
+    assert got[d1].labels == [None, "neu", None, "hap"]  # the stored gold label "hap" of 0 is not a correction
+    assert got[d3].labels == ["sad", None, None, None]
+    np.testing.assert_array_equal(got[d1].features["a"], dialogue("d1").features["a"])
 
 
 def test_a_new_version_may_not_orphan_a_correction(store):
@@ -135,7 +143,7 @@ def test_delete_reports_rows_and_leaves_no_byte_of_the_dialogue(tmp_path):
     keep, gone = dialogue("kept-dialogue"), dialogue("forget-me-please")
     gone.features["t"][:] = 0.123456789  # a recognisable float32 pattern
     pattern = np.float32(0.123456789).tobytes() * 3
-    with CorrectionStore(path) as store:
+    with CorrectionStore(path, pseudonymise=False) as store:  # names as given, so the raw bytes can show them
         store.save_dialogue(keep, keep_text=True)
         store.save_dialogue(gone, keep_text=True)
         store.add_correction("forget-me-please", 1, "sad", "annotator-x")
@@ -159,13 +167,13 @@ def test_store_is_private_and_persistent(tmp_path):
         store.add_correction("d1", 0, "sad")
     assert path.stat().st_mode & 0o077 == 0
     with CorrectionStore(path) as store:
-        assert store.dialogue_ids() == ["d1"] and store.corrections()[0].label == "sad"
+        assert store.dialogue_ids() == [store.dialogue_key("d1")] and store.corrections()[0].label == "sad"
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
 
 
 def test_threads_share_one_store(store):
-    store.save_dialogue(dialogue("d1", n=10))
+    store.save_dialogue(dialogue("d1", n=10), consent="train")
     errors = []
 
     def work(k):
@@ -209,7 +217,9 @@ def test_correct_command_records_a_correction(cli, tmp_path):
     result = cli("--store", str(path), "--dialogue", "d1", "--index", "2", "--label", "sad", "--annotator", "kim")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    assert printed["dialogue"] == "d1" and printed["index"] == 2 and printed["label"] == "sad" and printed["annotator"] == "kim"
+    with CorrectionStore(path) as store:
+        assert printed["dialogue"] == store.dialogue_key("d1")
+    assert printed["index"] == 2 and printed["label"] == "sad" and printed["annotator"] == "kim"
     with CorrectionStore(path) as store:
         assert [(c.index, c.label, c.annotator) for c in store.corrections()] == [(2, "sad", "kim")]
 

@@ -47,7 +47,7 @@ def monitored(data_dir, tmp_path_factory):
 def feed(client, dialogues, *, text: bool = False, **params) -> list[dict]:
     rows = []
     for d in dialogues:
-        r = client.post("/predict", json=dialogue_body(d, text=text), params=params)
+        r = client.post("/predict", json=dialogue_body(d, text=text, consent="store"), params=params)
         assert r.status_code == 200, r.text
         rows += r.json()["utterances"]
     return rows
@@ -94,7 +94,7 @@ def test_review_queue_fills_answers_and_survives_a_restart(monitored, tmp_path):
     store = tmp_path / "store.sqlite"
     clf = Joyful.load(monitored)
     d1, d2 = generated(2, 11, "rq-")
-    with TestClient(create_app(clf, store, keep_text=True, abstain_below=0.9)) as client:
+    with TestClient(create_app(clf, store, keep_text=True, abstain_below=0.9, pseudonymise=False)) as client:
         rows = feed(client, [d1], text=True)
         assert all(r["uncertain"] == (r["confidence"] < 0.9) for r in rows)
         unsure = [r for r in rows if r["uncertain"]]
@@ -107,7 +107,7 @@ def test_review_queue_fills_answers_and_survives_a_restart(monitored, tmp_path):
         # a request's own threshold wins: nothing of this dialogue is uncertain under P = 0
         assert not any(r["uncertain"] for r in feed(client, [d2], abstain_below=0))
         # streamed predictions join the queue too
-        session = client.post("/sessions", json={"dialogue": "live-1"}).json()["session"]
+        session = client.post("/sessions", json={"consent": "store", "dialogue": "live-1"}).json()["session"]
         r = client.post(f"/sessions/{session}/utterances", json=utterance_body(d2, 0, text=False),
                         params={"abstain_below": 1, "explain": False})
         assert r.status_code == 200, r.text
@@ -215,7 +215,7 @@ def test_a_store_written_before_predictions_were_kept_opens_and_gains_the_table(
     )
     db.close()
     with CorrectionStore(path) as store:
-        assert [(c.dialogue, c.label) for c in store.corrections()] == [("old", "sad")]
+        assert [(c.dialogue, c.label) for c in store.corrections()] == [(store.dialogue_key("old"), "sad")]
         assert store.review_queue() == [] and store.recent_predictions() == []
         store.save_predictions([ServedPrediction("old", 0, "A", "hap", 0.3, True, {"hap": 0.3}, {"a": False})])
         (p,) = store.recent_predictions()

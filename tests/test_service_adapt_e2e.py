@@ -18,7 +18,7 @@ def test_stream_correct_finetune_delete(served_model_dir, tmp_path):  # noqa: F8
     store_path = tmp_path / "store.sqlite"
     d = sample_dialogue(seed=41, n=9, prefix="pilot-")
     with TestClient(create_app(served_model_dir, store_path)) as client:
-        sid = client.post("/sessions", json={"dialogue": d.id}).json()["session"]
+        sid = client.post("/sessions", json={"consent": "train", "dialogue": d.id}).json()["session"]
         streamed = [client.post(f"/sessions/{sid}/utterances", json=utterance_body(d, i)).json() for i in range(len(d))]
         wanted = {r["index"]: d.labels[r["index"]] for r in streamed if r["label"] != d.labels[r["index"]]}
         assert len(wanted) >= 2  # the small model gets some wrong: a person corrects them

@@ -50,13 +50,13 @@ def store_path(tmp_path):
 
 @pytest.fixture
 def client(clf, store_path):
-    with TestClient(create_app(clf, store_path, max_sessions=3)) as c:
+    with TestClient(create_app(clf, store_path, max_sessions=3, pseudonymise=False)) as c:
         yield c
 
 
 def stream(client, d, session=None, **kwargs):
     """Open a session (unless given) and send every utterance of ``d``; the session id and the answers."""
-    session = session or client.post("/sessions", json={}).json()["session"]
+    session = session or client.post("/sessions", json={"consent": "store"}).json()["session"]
     answers = []
     for i in range(len(d)):
         r = client.post(f"/sessions/{session}/utterances", json=utterance_body(d, i, **kwargs))
@@ -170,7 +170,7 @@ def test_openapi_schema_describes_every_endpoint(client):
 def test_predict_matches_the_model_and_stores_no_text(client, clf, store_path):
     # Speakers whose sorted order is not their order of appearance, so numbering them any other way shows.
     d = renamed(sample_dialogue(n=8), {"S0": "zoe", "S1": "adam"})
-    r = client.post("/predict", json=dialogue_body(d))
+    r = client.post("/predict", json=dialogue_body(d, consent="store"))
     assert r.status_code == 200, r.text
     body = r.json()
     expected = reference_probabilities(clf, d)
@@ -195,15 +195,15 @@ def test_predict_with_store_false_keeps_nothing(client, store_path):
 
 
 def test_keep_text_stores_texts(clf, tmp_path):
-    with TestClient(create_app(clf, tmp_path / "s.sqlite", keep_text=True)) as c:
+    with TestClient(create_app(clf, tmp_path / "s.sqlite", keep_text=True, pseudonymise=False)) as c:
         d = sample_dialogue()
-        c.post("/predict", json=dialogue_body(d))
+        c.post("/predict", json=dialogue_body(d, consent="store"))
         assert CorrectionStore(tmp_path / "s.sqlite").dialogue(d.id).texts == d.texts
 
 
 def test_predict_explain_gives_the_occlusion_explanations(client, clf):
     d = sample_dialogue()
-    body = client.post("/predict?explain=true", json=dialogue_body(d)).json()
+    body = client.post("/predict?explain=true", json=dialogue_body(d, consent="store")).json()
     reference = reference_explanations(clf, d)
     for i, (u, ref) in enumerate(zip(body["utterances"], reference, strict=True)):
         assert_explanation_matches(u["explanation"], ref, i)
@@ -236,7 +236,7 @@ def test_a_missing_modality_is_a_nan_row(client, clf, store_path):
     d = sample_dialogue()
     full = reference_probabilities(clf, d)
     d.features["v"][2] = np.nan
-    payload = dialogue_body(d)
+    payload = dialogue_body(d, consent="store")
     assert "visual" not in payload["utterances"][2]
     body = client.post("/predict", json=payload).json()
     got = probability_rows(body["utterances"], clf.info.label_set.labels)
@@ -249,11 +249,11 @@ def test_fields_the_model_does_not_use_are_ignored(data_dir, tmp_path):
     audio_text = Joyful(JoyfulConfig(**{**TINY, "epochs": 1, "modalities": "at"})).fit(
         data_dir / "train.jsonl", data_dir / "valid.jsonl", progress=False
     )
-    payload = dialogue_body(sample_dialogue())
+    payload = dialogue_body(sample_dialogue(), consent="store")
     for u in payload["utterances"]:
         u["visual"] = [1.0, 2.0]  # any width: the model has no visual input
         u["face_landmarks"] = [1, 2, 3]  # unknown keys are ignored, as in the file format
-    with TestClient(create_app(audio_text, tmp_path / "s.sqlite")) as c:
+    with TestClient(create_app(audio_text, tmp_path / "s.sqlite", pseudonymise=False)) as c:
         assert c.get("/model").json()["widths"] == {"audio": 6, "text_features": 12}
         assert c.post("/predict", json=payload).status_code == 200
     assert set(CorrectionStore(tmp_path / "s.sqlite").dialogue(payload["dialogue"]).features) == {"a", "t"}
@@ -286,12 +286,12 @@ def test_texts_are_encoded_without_leaving_them_in_the_embedding_cache(text_mode
 
     clf, cache = text_model
     said = ["I can't believe you did that!", "", "Well, I'm sorry. Truly sorry, Marguerite."]
-    with TestClient(create_app(clf, tmp_path / "s.sqlite")) as c:
-        session = c.post("/sessions", json={"dialogue": "txt-live"}).json()["session"]
+    with TestClient(create_app(clf, tmp_path / "s.sqlite", pseudonymise=False)) as c:
+        session = c.post("/sessions", json={"consent": "store", "dialogue": "txt-live"}).json()["session"]
         for i, text in enumerate(said):
             r = c.post(f"/sessions/{session}/utterances", json={"speaker": "AB"[i % 2], "text": text})
             assert r.status_code == 200, r.text
-        whole = c.post("/predict", json={"dialogue": "txt-whole", "utterances": [
+        whole = c.post("/predict", json={"dialogue": "txt-whole", "consent": "store", "utterances": [
             {"speaker": "AB"[i % 2], "text": t} for i, t in enumerate(said)]}).json()
     stored = CorrectionStore(tmp_path / "s.sqlite").dialogue("txt-live")
     assert stored.texts is None and stored.features["t"].shape == (3, 384)
@@ -437,7 +437,7 @@ def test_streamed_labels_equal_whole_dialogue_labels_for_a_causal_model(client, 
 
 
 def test_session_with_a_dialogue_id_speakers_and_gold_labels(client, store_path):
-    r = client.post("/sessions", json={"dialogue": "call-17", "speakers": ["S0", "S1", "S2"]})
+    r = client.post("/sessions", json={"consent": "store", "dialogue": "call-17", "speakers": ["S0", "S1", "S2"]})
     assert r.status_code == 201 and r.json()["dialogue"] == "call-17" and r.json()["utterances"] == []
     d = sample_dialogue(n=4)
     stream(client, d, r.json()["session"], label=True)
@@ -462,7 +462,7 @@ def test_streaming_refusals(client):
     r = client.post(f"/sessions/{session}/utterances", json=bad)
     assert r.status_code == 422 and "utterance 1" in r.json()["detail"] and "'audio'" in r.json()["detail"]
     r = client.post(f"/sessions/{session}/utterances", json={**utterance_body(d, 1), "speaker": "Zed"})
-    assert r.status_code == 422 and "'Zed' is not one of the session's speakers" in r.json()["detail"]
+    assert r.status_code == 422 and "'Zed' is not one of the speakers declared" in r.json()["detail"]
     r = client.post(f"/sessions/{session}/utterances", json={**utterance_body(d, 1), "label": "bored"})
     assert r.status_code == 422 and "unknown label 'bored'" in r.json()["detail"]
     r = client.post(f"/sessions/{session}/utterances", json={"text": "no speaker"})
@@ -473,13 +473,13 @@ def test_streaming_refusals(client):
 
 
 def test_session_limits_and_conflicts(client):
-    client.post("/predict", json=dialogue_body(sample_dialogue(prefix="stored-")))
+    client.post("/predict", json=dialogue_body(sample_dialogue(prefix="stored-"), consent="store"))
     r = client.post("/sessions", json={"dialogue": "stored-0000"})
     assert r.status_code == 409 and "already stored" in r.json()["detail"]
     first = client.post("/sessions", json={"dialogue": "live-a"}).json()["session"]
     r = client.post("/sessions", json={"dialogue": "live-a"})
     assert r.status_code == 409 and "live session" in r.json()["detail"]
-    r = client.post("/predict", json={"dialogue": "live-a", "utterances": [utterance_body(sample_dialogue(), 0)]})
+    r = client.post("/predict", json={"dialogue": "live-a", "consent": "store", "utterances": [utterance_body(sample_dialogue(), 0)]})
     assert r.status_code == 409
     client.post("/sessions", json={})
     client.post("/sessions", json={})
@@ -516,7 +516,7 @@ def test_session_length_is_bounded(clf, tmp_path):
 # ---------------------------------------------------------------------- corrections
 def test_corrections_are_stored_and_listed(client, store_path):
     d = sample_dialogue()
-    client.post("/predict", json=dialogue_body(d))
+    client.post("/predict", json=dialogue_body(d, consent="train"))
     r = client.post("/corrections", json={"dialogue": d.id, "index": 2, "label": "sad", "annotator": "kim"})
     assert r.status_code == 201
     assert r.json()["label"] == "sad" and r.json()["annotator"] == "kim" and r.json()["created"]
@@ -540,32 +540,36 @@ def test_corrections_are_stored_and_listed(client, store_path):
     ],
 )
 def test_bad_corrections_are_refused(client, correction, status, words):
-    client.post("/predict", json=dialogue_body(sample_dialogue()))
+    client.post("/predict", json=dialogue_body(sample_dialogue(), consent="store"))
     r = client.post("/corrections", json=correction)
     assert r.status_code == status and words in r.json()["detail"]
     assert client.get("/corrections").json() == []
 
 
 # ---------------------------------------------------------------------- deletion
-def test_delete_removes_every_trace_of_a_dialogue(client, store_path):
-    session = client.post("/sessions", json={"dialogue": "private-call-42"}).json()["session"]
-    d = sample_dialogue(n=4)
-    stream(client, d, session)
-    client.post("/corrections", json={"dialogue": "private-call-42", "index": 1, "label": "sad"})
-    client.post("/predict", json=dialogue_body(sample_dialogue(prefix="kept-")))
-    assert b"private-call-42" in file_bytes(store_path)
-    r = client.delete("/dialogues/private-call-42")
-    assert r.status_code == 200
-    assert r.json() == {
-        "dialogue": "private-call-42",
-        "removed": {"sessions": 1, "corrections": 1, "features": 3, "dialogues": 1},
-    }
-    assert client.get(f"/sessions/{session}").status_code == 404
-    assert client.get("/corrections", params={"dialogue": "private-call-42"}).json() == []
-    assert b"private-call-42" not in file_bytes(store_path)
-    assert d.features["a"][1].tobytes() not in file_bytes(store_path)
-    assert CorrectionStore(store_path).dialogue_ids() == ["kept-0000"]
-    assert client.delete("/dialogues/private-call-42").status_code == 404
+def test_delete_removes_every_trace_of_a_dialogue(clf, store_path):
+    """With the store's default pseudonyms: the audit log keeps the deletion, under the pseudonym only."""
+    with TestClient(create_app(clf, store_path)) as client:
+        session = client.post("/sessions", json={"consent": "store", "dialogue": "private-call-42"}).json()["session"]
+        d = sample_dialogue(n=4)
+        stream(client, d, session)
+        client.post("/corrections", json={"dialogue": "private-call-42", "index": 1, "label": "sad"})
+        client.post("/predict", json=dialogue_body(sample_dialogue(prefix="kept-"), consent="store"))
+        with CorrectionStore(store_path) as store:
+            assert store.dialogue_key("private-call-42").encode() in file_bytes(store_path)
+        r = client.delete("/dialogues/private-call-42")
+        assert r.status_code == 200
+        assert r.json() == {
+            "dialogue": "private-call-42",
+            "removed": {"sessions": 1, "corrections": 1, "features": 3, "dialogues": 1},
+        }
+        assert client.get(f"/sessions/{session}").status_code == 404
+        assert client.get("/corrections", params={"dialogue": "private-call-42"}).json() == []
+        assert b"private-call-42" not in file_bytes(store_path)
+        assert d.features["a"][1].tobytes() not in file_bytes(store_path)
+        with CorrectionStore(store_path) as store:
+            assert store.dialogue_ids() == [store.dialogue_key("kept-0000")]
+        assert client.delete("/dialogues/private-call-42").status_code == 404
 
 
 # ---------------------------------------------------------------------- web page
@@ -587,12 +591,12 @@ def test_concurrent_sessions_on_a_real_server(clf, tmp_path):
     labels = list(clf.info.label_set.labels)
     expected = {d.id: reference_probabilities(clf, d) for d in dialogues}
     problems: list[str] = []
-    app = create_app(clf, tmp_path / "s.sqlite", max_sessions=8)
+    app = create_app(clf, tmp_path / "s.sqlite", max_sessions=8, pseudonymise=False)
     with live_server(app) as url:
 
         def streamer(d):
             with httpx.Client(base_url=url, timeout=60) as h:
-                session = h.post("/sessions", json={"dialogue": d.id}).json()["session"]
+                session = h.post("/sessions", json={"consent": "store", "dialogue": d.id}).json()["session"]
                 for i in range(len(d)):
                     r = h.post(f"/sessions/{session}/utterances", json=utterance_body(d, i))
                     if r.status_code != 200:
@@ -621,10 +625,11 @@ def test_serve_command_serves_until_stopped(served_model_dir, tmp_path):
     store = tmp_path / "served.sqlite"
     with serve_process("--model", str(served_model_dir), "--store", str(store), "--max-sessions", "2") as (url, proc):
         assert httpx.get(f"{url}/health").json()["max_sessions"] == 2
-        r = httpx.post(f"{url}/predict", json=dialogue_body(sample_dialogue()))
+        r = httpx.post(f"{url}/predict", json=dialogue_body(sample_dialogue(), consent="store"))
         assert r.status_code == 200
     assert proc.returncode is not None
-    assert CorrectionStore(store).dialogue_ids() == ["req-0000"]
+    with CorrectionStore(store) as kept:
+        assert kept.dialogue_ids() == [kept.dialogue_key("req-0000")]
 
 
 def test_serve_command_refuses_what_it_cannot_use(served_model_dir, tmp_path):

@@ -88,9 +88,12 @@ def features_json(d, i) -> str:
 def test_stream_explain_correct_and_forget(page, site):
     _, store = site
     d = sample_dialogue(seed=11, n=4)
+    page.select_option("#consent", "store")
     page.fill("#session-dialogue", "browser-call")
     page.click("#session-start")
-    page.wait_for_selector("#status:has-text('session started for dialogue browser-call')")
+    with CorrectionStore(store) as db:
+        stored_as = db.dialogue_key("browser-call")  # the page shows the id the store knows, never the name given
+    page.wait_for_selector(f"#status:has-text('session started for dialogue {stored_as} (consent: store)')")
     page.click("summary")  # opens the feature-vector field
     for i in range(len(d)):
         page.fill("#speaker", d.speakers[i])
@@ -123,7 +126,7 @@ def test_stream_explain_correct_and_forget(page, site):
         assert (c.index, c.label, c.annotator) == (1, new_label, "browser-tester")
 
     page.click("#forget")
-    page.wait_for_selector("#status:has-text('forgot dialogue browser-call')")
+    page.wait_for_selector(f"#status:has-text('forgot dialogue {stored_as}')")
     assert page.locator("#timeline .utterance").count() == 0
     with CorrectionStore(store) as db:
         assert db.dialogue("browser-call") is None and db.corrections() == []
@@ -151,6 +154,7 @@ def test_paste_a_dialogue_and_see_errors(page):
 def test_emotions_or_a_score_are_shown_and_corrected_in_their_form(task_page):
     task, page, store = task_page
     d = sample(task, seed=13, n=4)
+    page.select_option("#consent", "store")
     page.click("#tab-dialogue")
     page.fill("#dialogue-json", json.dumps(dialogue_body(d, text=False)))
     page.click("#predict")
@@ -194,6 +198,7 @@ def test_review_queue_is_corrected_on_the_page_and_drift_is_shown(browser, serve
     with live_server(create_app(Joyful.load(served_model_dir), store, abstain_below=1.0)) as url:
         with watched_page(browser, url, "labels:") as page:
             d = sample_dialogue(seed=14, n=3)
+            page.select_option("#consent", "store")
             page.click("#tab-dialogue")
             page.fill("#dialogue-json", json.dumps(dialogue_body(d)))
             page.click("#predict")
@@ -205,7 +210,7 @@ def test_review_queue_is_corrected_on_the_page_and_drift_is_shown(browser, serve
             page.wait_for_selector("#review-info:has-text('2 uncertain predictions')")
             assert page.locator("#review .utterance[data-index='1']").count() == 0
             with CorrectionStore(store) as db:
-                assert [(c.dialogue, c.index, c.label) for c in db.corrections()] == [(d.id, 1, "sad")]
+                assert [(c.dialogue, c.index, c.label) for c in db.corrections()] == [(db.dialogue_key(d.id), 1, "sad")]
             page.click("#monitor-refresh")
             page.wait_for_selector("#monitor-table tr[data-statistic='labels']")
             assert "alerts need at least" in page.inner_text("#monitor-info")  # 3 predictions: too few to alert

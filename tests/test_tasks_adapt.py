@@ -57,10 +57,10 @@ def stores(model_dirs, tmp_path_factory) -> dict:
         with CorrectionStore(path) as s:
             for d in new:
                 d.labels = None
-                s.save_dialogue(d)
+                s.save_dialogue(d, consent="train")
             for r in [r for r in clf.predict(new) if r["index"] % 2 == 1][:6]:
-                wanted[(r["dialogue"], r["index"])] = corrected_label(task, r)
-                s.add_correction(r["dialogue"], r["index"], wanted[(r["dialogue"], r["index"])], "tester", task=task)
+                label = wanted[(s.dialogue_key(r["dialogue"]), r["index"])] = corrected_label(task, r)
+                s.add_correction(r["dialogue"], r["index"], label, "tester", task=task)
         out[task] = path, wanted
     return out
 

@@ -141,7 +141,7 @@ def test_predict_serves_the_tasks_form_and_explains_it(task, task_model_dirs, tm
             head.bias += 3.0 - float(logits_by_hand(clf.model, d)[:, 0].mean())
         assert logits_by_hand(clf.model, d)[:, 0].max() > 3
     with client_for(clf, tmp_path / "s.sqlite") as c:
-        r = c.post("/predict?explain=true", json=dialogue_body(d, text=False, label=True))
+        r = c.post("/predict?explain=true", json=dialogue_body(d, text=False, label=True, consent="store"))
     assert r.status_code == 200, r.text
     utterances = r.json()["utterances"]
     base = served_by_hand(clf.model, task, d)
@@ -160,7 +160,7 @@ def test_streamed_answers_equal_the_forward_pass_on_each_prefix(task, models, ta
     thresholds = meta_thresholds(task_model_dirs[task]) if task == "multilabel" else None
     d = sample(task, seed=10, n=5)
     with client_for(clf, tmp_path / "s.sqlite") as c:
-        session = c.post("/sessions", json={"dialogue": "live-video"}).json()["session"]
+        session = c.post("/sessions", json={"consent": "store", "dialogue": "live-video"}).json()["session"]
         answers = []
         for i in range(len(d)):
             r = c.post(f"/sessions/{session}/utterances?explain=false", json=utterance_body(d, i, text=False, label=True))
@@ -179,7 +179,7 @@ def test_regression_corrections_are_scores(models, tmp_path):
     store = tmp_path / "s.sqlite"
     d = sample("regression")
     with client_for(models["regression"], store) as c:
-        c.post("/predict", json=dialogue_body(d, text=False))
+        c.post("/predict", json=dialogue_body(d, text=False, consent="train"))
         r = c.post("/corrections", json={"dialogue": d.id, "index": 1, "label": -1.5, "annotator": "kim"})
         assert r.status_code == 201, r.text
         assert r.json()["label"] == -1.5 and r.json()["annotator"] == "kim"
@@ -193,7 +193,7 @@ def test_multilabel_corrections_are_lists_of_emotions(models, tmp_path):
     store = tmp_path / "s.sqlite"
     d = sample("multilabel")
     with client_for(models["multilabel"], store) as c:
-        c.post("/predict", json=dialogue_body(d, text=False))
+        c.post("/predict", json=dialogue_body(d, text=False, consent="train"))
         r = c.post("/corrections", json={"dialogue": d.id, "index": 0, "label": ["fear", "happy"]})
         assert r.status_code == 201 and r.json()["label"] == ["happy", "fear"]  # in the model's label order
         assert c.post("/corrections", json={"dialogue": d.id, "index": 2, "label": []}).json()["label"] == []
@@ -219,7 +219,7 @@ def test_multilabel_corrections_are_lists_of_emotions(models, tmp_path):
 def test_a_correction_in_the_wrong_form_is_a_422_naming_the_label(task, label, words, models, tmp_path):
     d = sample(task)
     with client_for(models[task], tmp_path / "s.sqlite") as c:
-        c.post("/predict", json=dialogue_body(d, text=False))
+        c.post("/predict", json=dialogue_body(d, text=False, consent="store"))
         r = c.post("/corrections", json={"dialogue": d.id, "index": 1, "label": label})
         assert r.status_code == 422, r.text
         detail = r.json()["detail"]
@@ -234,7 +234,7 @@ def test_a_correction_in_the_wrong_form_is_a_422_naming_the_label(task, label, w
 def test_a_streamed_gold_label_in_the_wrong_form_is_refused(task, label, words, models, tmp_path):
     d = sample(task)
     with client_for(models[task], tmp_path / "s.sqlite") as c:
-        session = c.post("/sessions", json={}).json()["session"]
+        session = c.post("/sessions", json={"consent": "store"}).json()["session"]
         r = c.post(f"/sessions/{session}/utterances", json={**utterance_body(d, 0, text=False), "label": label})
         assert r.status_code == 422 and words in r.json()["detail"] and "utterance 0" in r.json()["detail"], r.text
 
@@ -283,7 +283,7 @@ def test_an_ensemble_serves_the_mean_of_its_members(task, tmp_path):
     assert len(members) == 2
     d = sample(task, seed=12)
     with client_for(clf, tmp_path / "s.sqlite") as c:
-        utterances = c.post("/predict", json=dialogue_body(d, text=False)).json()["utterances"]
+        utterances = c.post("/predict", json=dialogue_body(d, text=False, consent="store")).json()["utterances"]
     mean = np.mean([served_by_hand(m, task, d) for m in members], axis=0)  # sigmoid or clip per member, then the mean
     if task == "multilabel":  # one temperature calibrates the ensemble's mean (members are at 1)
         assert all(m.temperature == 1.0 for m in members)

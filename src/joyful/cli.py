@@ -350,7 +350,7 @@ def predict(
 @app.command()
 @_guard
 def monitor(
-    store: Annotated[Path, typer.Option(help="The store `joyful serve` kept its predictions in.")],
+    store: Annotated[str, typer.Option(help="The store `joyful serve` kept its predictions in (a SQLite file or a postgresql:// URL).")],
     model: ModelDir,
     out: Annotated[Optional[Path], typer.Option(help="JSON file to write (standard output if omitted).")] = None,
     abstain_below: Annotated[Optional[float], typer.Option(help="The threshold the service ran with (for the reference's uncertain rate).")] = None,
@@ -361,11 +361,12 @@ def monitor(
     """Drift report of the predictions a service kept, as GET /monitor answers: PSI per statistic and an alert."""
     from joyful.analysis.selective import abstention_threshold
     from joyful.corrections import CorrectionStore
+    from joyful.storage import is_postgres
     from joyful.errors import JoyfulError
     from joyful.monitoring import Reference, drift_report
     from joyful.training.checkpoint import load_checkpoint
 
-    if not store.is_file():
+    if not is_postgres(store) and not Path(store).is_file():
         raise JoyfulError(f"{store}: no such store (`joyful serve --store` creates one)")
     if drift_window < 1 or not drift_threshold > 0:
         raise JoyfulError("--drift-window must be at least 1 and --drift-threshold positive")
@@ -390,7 +391,7 @@ def monitor(
 def finetune(
     model: ModelDir,
     out: Annotated[Path, typer.Option(help="Directory for the adapted model (the original is left as it is).")],
-    corrections: Annotated[Optional[Path], typer.Option(help="Correction store (SQLite) written by `joyful serve` or `joyful correct`.")] = None,
+    corrections: Annotated[Optional[str], typer.Option(help="Correction store written by `joyful serve` or `joyful correct` (a SQLite file or a postgresql:// URL); only dialogues shared with consent 'train' are used.")] = None,
     data: Annotated[Optional[str], typer.Option(help="Or/and a small labelled dataset to adapt to (domain adaptation).")] = None,
     replay: Annotated[Optional[str], typer.Option(help="Original training data replayed so old classes are not forgotten (default: the model's training data, if still there).")] = None,
     valid: Annotated[Optional[str], typer.Option(help="Validation data scored before and after (default: the model's validation data, if still there).")] = None,
@@ -541,11 +542,24 @@ def report(
 def _register_tool_commands() -> None:
     """Commands that live with their subsystem (cheap to import: their heavy imports run inside)."""
     from joyful.extract.command import extract_command
-    from joyful.service.commands import correct_command, serve_command
+    from joyful.service.commands import (
+        audit_command,
+        correct_command,
+        serve_command,
+        token_create_command,
+        token_list_command,
+        token_revoke_command,
+    )
 
     app.command("extract")(_guard(extract_command))
     app.command("serve")(_guard(serve_command))
     app.command("correct")(_guard(correct_command))
+    tokens = typer.Typer(help="API tokens of `joyful serve`: create, list, revoke.", no_args_is_help=True)
+    tokens.command("create")(_guard(token_create_command))
+    tokens.command("list")(_guard(token_list_command))
+    tokens.command("revoke")(_guard(token_revoke_command))
+    app.add_typer(tokens, name="token")
+    app.command("audit")(_guard(audit_command))
 
 
 _register_tool_commands()

@@ -9,6 +9,8 @@ encoder truncates a long string it drops the oldest context, never the utterance
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from joyful.data.schema import Dialogue
 
 SEPARATOR = " [SEP] "
@@ -19,5 +21,15 @@ def contextual_texts(dialogue: Dialogue, previous: int) -> list[str]:
     texts = dialogue.texts or [""] * len(dialogue)
     if previous <= 0:
         return list(texts)
-    turns = [f"{s}: {t}" for s, t in zip(dialogue.speakers, texts, strict=True)]
-    return [SEPARATOR.join([turns[i], *reversed(turns[max(0, i - previous) : i])]) for i in range(len(turns))]
+    turns = [turn(s, t) for s, t in zip(dialogue.speakers, texts, strict=True)]
+    return [with_context(turns[i], turns[max(0, i - previous) : i]) for i in range(len(turns))]
+
+
+def turn(speaker: str, text: str) -> str:
+    """One turn as the encoder reads it in context."""
+    return f"{speaker}: {text}"
+
+
+def with_context(current: str, earlier: Sequence[str]) -> str:
+    """``current`` followed by the ``earlier`` turns, most recent first (see the module docstring)."""
+    return SEPARATOR.join([current, *reversed(earlier)])

@@ -40,11 +40,11 @@ from joyful.atomic import atomic_write_text
 from joyful.data.schema import Dialogue, DialogueSet, missing_matrix
 from joyful.data.text_encoder import TextEncoder, default_cache_dir
 from joyful.errors import JoyfulError
-from joyful.extract.audio import audio_extractor, audio_feature_set, warm_up
+from joyful.extract.audio import AudioFeatureSet, audio_extractor, audio_feature_set, warm_up
 from joyful.extract.cache import ResultCache, package_version, result_key
 from joyful.extract.manifest import Manifest, ManifestRow, read_manifest
 from joyful.extract.media import MediaError, MediaInfo, decode_audio, probe, sample_frames, sha256_file
-from joyful.extract.visual import face_features, visual_feature_set
+from joyful.extract.visual import VisualFeatureSet, face_features, visual_feature_set
 
 #: What a modality is called in messages and in the sidecar's failure list.
 KIND = {"t": "text", "a": "audio", "v": "visual"}
@@ -223,11 +223,7 @@ def dialogues_from_manifest(
     encoder = _text_encoder(text_encoder, progress, device)
     audio = None if _off(audio_features) else audio_feature_set(audio_features)
     visual = None if _off(visual_features) else visual_feature_set(visual_features)
-    for spec in (audio, visual):
-        if spec is not None and package_version(spec.package) is None:
-            raise JoyfulError(f"feature set {spec.name!r} needs {spec.package}: pip install 'joyful[extract]'")
-    if (audio is not None or visual is not None) and package_version("av") is None:
-        raise JoyfulError("decoding recordings needs PyAV (av): pip install 'joyful[extract]'")
+    check_packages(*(spec for spec in (audio, visual) if spec is not None))
     if not (isinstance(fps, (int, float)) and 0 < fps <= 120):
         raise JoyfulError(f"--fps must be a number of frames per second in (0, 120], got {fps!r}")
     workers = default_workers() if workers is None else workers
@@ -274,6 +270,15 @@ def dialogues_from_manifest(
     report.missing = {m: report.utterances - len(v) for m, v in vectors.items()}
     report.seconds = time.perf_counter() - started
     return data, report
+
+
+def check_packages(*specs: AudioFeatureSet | VisualFeatureSet) -> None:
+    """Refuse, before any work, feature sets whose packages (or PyAV, to decode recordings) are not installed."""
+    for spec in specs:
+        if package_version(spec.package) is None:
+            raise JoyfulError(f"feature set {spec.name!r} needs {spec.package}: pip install 'joyful[extract]'")
+    if specs and package_version("av") is None:
+        raise JoyfulError("decoding recordings needs PyAV (av): pip install 'joyful[extract]'")
 
 
 def _off(spec: str | TextEncoder | None) -> bool:
@@ -402,23 +407,31 @@ def _inspect(path: Path) -> tuple[str, MediaInfo]:
 
 
 def _compute(task: tuple[str, str, str, str, str, float | None, float | None, float]) -> np.ndarray | None:
-    """Worker task: one utterance's audio or visual vector (``None``: no face seen), written to the cache.
+    """Worker task: one utterance's audio or visual vector (``None``: no face seen), written to the cache."""
+    directory, key, modality, name, path, start, end, fps = task
+    vector = utterance_vector(modality, name, Path(path), start, end, fps)
+    ResultCache(directory).put(key, vector)
+    return vector
 
-    Computed on one BLAS/OpenMP thread wherever it runs (in the main process, a local
-    worker or a Dask worker): a reduction split over another number of threads rounds
-    differently, and a resumed or distributed run mixes results of all kinds. The pools
-    already use every core they are given, so nothing is lost.
+
+def utterance_vector(
+    modality: str, name: str, path: Path, start: float | None, end: float | None, fps: float
+) -> np.ndarray | None:
+    """The audio (``"a"``) or visual (``"v"``) vector of feature set ``name`` for ``path`` from ``start`` to ``end``.
+
+    ``None`` means no face was seen. Computed on one BLAS/OpenMP thread wherever it runs
+    (in the main process, a local or Dask worker, the prediction service): a reduction
+    split over another number of threads rounds differently, a resumed or distributed run
+    mixes results of all kinds, and a recording sent to the service must get the values
+    its model was trained on. The pools already use every core they are given, so nothing
+    is lost. Raises :class:`MediaError` for a recording that cannot be decoded.
     """
     from threadpoolctl import threadpool_limits
 
-    directory, key, modality, name, path, start, end, fps = task
     with threadpool_limits(1):
         if modality == "a":
-            vector = audio_extractor(name)(decode_audio(Path(path), start, end))
-        else:
-            vector = face_features(sample_frames(Path(path), start, end, fps))
-    ResultCache(directory).put(key, vector)
-    return vector
+            return audio_extractor(name)(decode_audio(path, start, end))
+        return face_features(sample_frames(path, start, end, fps))
 
 
 def _init_worker() -> None:

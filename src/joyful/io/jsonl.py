@@ -275,30 +275,35 @@ def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
     """Write dialogues so that :func:`read_jsonl` gives them back; atomic, never half-written."""
     with atomic_open(path, "w") as fh:
         for d in dialogues:
-            unknown = set(d.features) - set(FIELDS)
-            if unknown:
-                raise ValueError(f"dialogue {d.id!r} has modalities {sorted(unknown)} the JSONL format cannot hold")
-            rows = {FIELDS[m]: _rows(x) for m, x in d.features.items()}
-            utterances = []
-            for i, spk in enumerate(d.speakers):
-                u: dict[str, Any] = {"speaker": spk}
-                if d.texts is not None:
-                    u["text"] = d.texts[i]
-                if d.labels is not None:
-                    u["label"] = _label_json(d.labels[i])
-                for name, vecs in rows.items():
-                    u[name] = vecs[i]
-                utterances.append(u)
-            record: dict[str, Any] = {"dialogue": d.id, "utterances": utterances}
-            if d.attributes is not None:
-                shared = _shared_attributes(d.attributes)
-                if shared:
-                    record["attributes"] = shared
-                for u, attrs in zip(utterances, d.attributes, strict=True):
-                    own = {k: v for k, v in attrs.items() if shared.get(k) != v}
-                    if own:
-                        u["attributes"] = own
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(dialogue_record(d), ensure_ascii=False) + "\n")
+
+
+def dialogue_record(d: Dialogue) -> dict[str, Any]:
+    """``d`` as one line of the JSONL format (before ``json.dumps``), as :func:`dialogue_from_record` reads it."""
+    unknown = set(d.features) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"dialogue {d.id!r} has modalities {sorted(unknown)} the JSONL format cannot hold")
+    rows = {FIELDS[m]: _rows(x) for m, x in d.features.items()}
+    utterances = []
+    for i, spk in enumerate(d.speakers):
+        u: dict[str, Any] = {"speaker": spk}
+        if d.texts is not None:
+            u["text"] = d.texts[i]
+        if d.labels is not None:
+            u["label"] = _label_json(d.labels[i])
+        for name, vecs in rows.items():
+            u[name] = vecs[i]
+        utterances.append(u)
+    record: dict[str, Any] = {"dialogue": d.id, "utterances": utterances}
+    if d.attributes is not None:
+        shared = _shared_attributes(d.attributes)
+        if shared:
+            record["attributes"] = shared
+        for u, attrs in zip(utterances, d.attributes, strict=True):
+            own = {k: v for k, v in attrs.items() if shared.get(k) != v}
+            if own:
+                u["attributes"] = own
+    return record
 
 
 def _shared_attributes(per_utterance: list[dict[str, str]]) -> dict[str, str]:

@@ -13,7 +13,7 @@ none), or a score in [-3, 3] (regression: sentiment). Predictions use the same f
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, StrictFloat, StrictInt, StringConstraints
 
@@ -23,19 +23,46 @@ def _int_as_str(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-Vector = Annotated[list[FiniteFloat], Field(min_length=1)]
+# Limits of single fields, far above what a conversation needs. The body limit alone
+# (--max-request-bytes) would let one utterance carry 8 MiB of text to encode, or a
+# dialogue thousands of utterances to build a graph of; a field past its limit is refused
+# with 422 naming it, and the OpenAPI schema shows each limit (maxLength, maxItems).
+#: Characters of an utterance's text (some pages of speech).
+MAX_TEXT_CHARS = 10_000
+#: Numbers in one feature vector (text_features, audio, visual): wider than any extractor's output.
+MAX_VECTOR_WIDTH = 100_000
+#: Utterances of one posted dialogue, as many as a streaming session may hold.
+MAX_UTTERANCES = 1000
+#: Speakers a session may declare.
+MAX_SPEAKERS = 100
+#: Labels in a multilabel label (labels present).
+MAX_LABELS = 1000
+#: Characters of an id, a speaker's or annotator's name, or a label.
+MAX_NAME_CHARS = 200
+
+Vector = Annotated[list[FiniteFloat], Field(min_length=1, max_length=MAX_VECTOR_WIDTH)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 # The constraints come before the validator so that they apply to the string it makes.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200), BeforeValidator(_int_as_str)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS), BeforeValidator(_int_as_str)]
 Id = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$"), BeforeValidator(_int_as_str),
-    Field(description="No '/' or control characters."),
+    str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^\x00-\x1f/]+$"),
+    BeforeValidator(_int_as_str), Field(description="No '/' or control characters."),
 ]
 # Strict numbers, so that true is not a score of 1, and integers kept: the task reads them
 # (a class name "3" for a classification model, a score for a regression model).
-LabelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS)]
 LabelIn = Annotated[
-    LabelName | list[LabelName] | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)],
+    LabelName | Annotated[list[LabelName], Field(max_length=MAX_LABELS)] | StrictInt
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)],
     Field(description="A class name, the list of labels present ([] for none), or a score in [-3, 3], as the model's task."),
+]
+Consent = Annotated[
+    Literal["none", "store", "train"],
+    Field(description=(
+        "What the service may keep. none: labels are returned and nothing is kept once the session ends (a POST "
+        "/predict writes nothing); store: speakers (pseudonymised), features, gold labels, predictions and corrections "
+        "are kept (texts only with --keep-text); train: as store, and finetune --corrections may also learn from it."
+    )),
 ]
 LabelOut = Annotated[
     str | list[str] | float,
@@ -51,7 +78,7 @@ class UtteranceIn(BaseModel):
         json_schema_extra={"examples": [{"speaker": "F", "text": "Excuse me.", "audio": [0.1, -0.3]}]},
     )
     speaker: Name
-    text: str | None = Field(None, description="What was said; encoded by the model's text encoder when text_features is absent.")
+    text: Text | None = Field(None, description="What was said; encoded by the model's text encoder when text_features is absent.")
     label: LabelIn | None = Field(None, description="A known (gold) label, stored with the dialogue; not used to predict.")
     text_features: Vector | None = None
     audio: Vector | None = None
@@ -63,7 +90,8 @@ class DialogueIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     dialogue: Id
-    utterances: Annotated[list[UtteranceIn], Field(min_length=1)]
+    utterances: Annotated[list[UtteranceIn], Field(min_length=1, max_length=MAX_UTTERANCES)]
+    consent: Consent = "none"
 
 
 class SessionIn(BaseModel):
@@ -71,7 +99,10 @@ class SessionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     dialogue: Id | None = Field(None, description="Dialogue id to store the session under (default: a new random id).")
-    speakers: list[Name] | None = Field(None, description="If given, every utterance's speaker must be one of these.")
+    speakers: Annotated[list[Name], Field(max_length=MAX_SPEAKERS)] | None = Field(
+        None, description="If given, every utterance's speaker must be one of these.",
+    )
+    consent: Consent = "none"
 
 
 class CorrectionIn(BaseModel):
@@ -79,7 +110,9 @@ class CorrectionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     dialogue: Id
-    index: Annotated[int, Field(ge=0, description="The utterance's position in the dialogue (as in predictions).")]
+    index: Annotated[
+        int, Field(ge=0, lt=MAX_UTTERANCES, description="The utterance's position in the dialogue (as in predictions)."),
+    ]
     label: LabelIn
     annotator: Name | None = None
 
@@ -123,13 +156,18 @@ class PredictionOut(BaseModel):
 class PredictOut(BaseModel):
     dialogue: str
     stored: bool = Field(description="Whether the dialogue (speakers, features, labels) was saved for corrections.")
+    stored_as: str | None = Field(
+        None, description="The id it is stored under (its pseudonym, unless the store keeps ids as given); use it or "
+        "the id sent to correct or delete it.",
+    )
     utterances: list[PredictionOut]
 
 
 class SessionOut(BaseModel):
     session: str = Field(description="Use in /sessions/{session}/utterances; keep it private, it gives access to the session.")
-    dialogue: str
-    speakers: list[str] | None
+    dialogue: str = Field(description="The id the dialogue is stored under: its pseudonym, unless the store keeps ids as given.")
+    speakers: list[str] | None = Field(description="The speakers declared at the start, as stored (pseudonyms).")
+    consent: str = Field(description="The session's consent scope: none, store or train.")
     causal: bool = Field(description="Whether labels are final when given (a causal model never revises them).")
     utterances: list[PredictionOut]
 
@@ -190,6 +228,10 @@ class ModelOut(BaseModel):
     )
     score_range: list[float] | None = Field(None, description="Regression: the lowest and highest score.")
     modalities: list[str] = Field(description="Modality keys the model uses: t (text), a (audio), v (visual).")
+    recordings: list[str] = Field(
+        [], description="Modality keys (a, v) the service can extract from uploaded recordings (the model was trained "
+        "on `joyful extract` output); the others must come as vectors.",
+    )
     widths: dict[str, int] = Field(description="Expected vector width per request field (text_features, audio, visual).")
     causal: bool
     text_encoder: str | None = Field(description="What encodes texts sent without text_features (None: no text modality).")

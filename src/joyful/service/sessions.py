@@ -1,24 +1,35 @@
 """Live dialogues: utterances arrive one at a time and each is labelled from its past.
 
-A session holds its dialogue so far in memory (speakers, feature rows, texts, labels)
-and the prediction made for each utterance when it arrived. Sessions are bounded in
-number and length, because each one costs memory and each new utterance re-runs the
-model on the whole prefix; idle sessions make room for new ones. Each session has its
-own lock, so utterances of one session are taken in order while different sessions
-proceed side by side.
+A session's state lives in the store (:class:`joyful.corrections.SessionState`), not in
+a process, so a session survives a restart of the service and any worker (``joyful
+serve --workers N``, or several hosts sharing a PostgreSQL store) can take its next
+utterance. The session id is a secret (whoever knows it can read and extend the
+dialogue); the store keeps only its SHA-256. The dialogue so far is stored with the
+session's consent scope; a ``none``-scope dialogue is erased when its session ends.
+
+Utterances of one session are taken in order: within a process under a per-session
+lock, and across processes by :meth:`CorrectionStore.commit_utterance`, which refuses a
+commit whose prefix is no longer the stored one (answered 409: send it again). Sessions
+are bounded in number and length, because each one costs storage and each new
+utterance re-runs the model on the whole prefix; idle sessions make room for new ones.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import secrets
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 
+from joyful.corrections import CorrectionStore, SessionState, StoreConflict
 from joyful.data.schema import Dialogue, missing_matrix
+from joyful.service.schemas import MAX_UTTERANCES
 
 
 class ServiceError(Exception):
@@ -39,143 +50,154 @@ class TooManySessions(ServiceError):
     status = 429
 
 
-@dataclass
-class Session:
-    """One live dialogue; change it only while holding ``lock``, and only through :meth:`commit`."""
+def session_key(session_id: str) -> str:
+    """What the store knows a session by: the hash of its secret id, which a stolen store does not give back."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
-    id: str
-    dialogue: Dialogue
-    """The dialogue so far; starts with no utterance."""
-    declared_speakers: list[str] | None
-    predictions: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    closed: bool = False
-    """Set once the session is ended or deleted: a request that was waiting for the lock must not revive it."""
-    last_used: float = 0.0
-    text_vectors: str | None = None
-    """Who gives the utterances their text vectors, fixed by the first that has one: "client" or "service"."""
 
-    def __len__(self) -> int:
-        return len(self.dialogue)
+def extended(d: Dialogue, utterance: Dialogue, widths: dict[str, int]) -> Dialogue:
+    """``d`` with ``utterance`` (a one-utterance dialogue) appended; ``d`` is unchanged.
 
-    def extended(self, utterance: Dialogue, widths: dict[str, int]) -> Dialogue:
-        """The dialogue with ``utterance`` (a one-utterance dialogue) appended; the session is unchanged.
-
-        Every modality of the model gets a row: the utterance's vector, or a NaN row (missing).
-        Texts are kept as a list with ``""`` for an utterance sent without text, which is
-        how the text encoder marks text as missing.
-        """
-        d = self.dialogue
-        features = {
-            m: np.vstack([d.features.get(m, missing_matrix(len(d), w)), utterance.features.get(m, missing_matrix(1, w))])
-            for m, w in widths.items()
-        }
-        labels = [*(d.labels or [None] * len(d)), *(utterance.labels or [None])]
-        return Dialogue(
-            id=d.id,
-            speakers=[*d.speakers, *utterance.speakers],
-            features=features,
-            texts=[*(d.texts or [""] * len(d)), *(utterance.texts or [""])],
-            labels=labels if any(lab is not None for lab in labels) else None,
-        )
-
-    def commit(self, dialogue: Dialogue, prediction: dict, text_vectors: str | None = None) -> None:
-        """Adopt ``dialogue`` (from :meth:`extended`) and the prediction for its last utterance."""
-        self.dialogue = dialogue
-        self.text_vectors = self.text_vectors or text_vectors
-        self.predictions.append(prediction)
+    Every modality of the model gets a row: the utterance's vector, or a NaN row (missing).
+    Texts are kept as a list with ``""`` for an utterance sent without text, which is
+    how the text encoder marks text as missing.
+    """
+    features = {
+        m: np.vstack([d.features.get(m, missing_matrix(len(d), w)), utterance.features.get(m, missing_matrix(1, w))])
+        for m, w in widths.items()
+    }
+    labels = [*(d.labels or [None] * len(d)), *(utterance.labels or [None])]
+    return Dialogue(
+        id=d.id,
+        speakers=[*d.speakers, *utterance.speakers],
+        features=features,
+        texts=[*(d.texts or [""] * len(d)), *(utterance.texts or [""])],
+        labels=labels if any(lab is not None for lab in labels) else None,
+    )
 
 
 class SessionRegistry:
-    """At most ``max_sessions`` live sessions, each of at most ``max_utterances``; thread-safe."""
+    """At most ``max_sessions`` live sessions in ``store``, each of at most ``max_utterances``; thread-safe."""
 
     def __init__(
-        self,
-        max_sessions: int,
-        *,
-        max_utterances: int = 1000,
-        idle_seconds: float = 3600.0,
-        clock: Callable[[], float] = time.monotonic,
+        self, store: CorrectionStore, max_sessions: int, *, max_utterances: int = MAX_UTTERANCES, idle_seconds: float = 3600.0
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        self.store = store
         self.max_sessions = max_sessions
         self.max_utterances = max_utterances
         self.idle_seconds = idle_seconds
-        self._clock = clock
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+        self._locks_lock = threading.Lock()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._sessions)
+        return self.store.session_count()
 
-    def open(self, dialogue_id: str | None, speakers: list[str] | None) -> Session:
-        """A new session; its id is a secret, since whoever knows it can read and extend the dialogue."""
-        with self._lock:
-            if dialogue_id is not None and any(s.dialogue.id == dialogue_id for s in self._sessions.values()):
-                raise Conflict(f"dialogue {dialogue_id!r} already has a live session")
-            if len(self._sessions) >= self.max_sessions:
-                self._evict_idle()
-            if len(self._sessions) >= self.max_sessions:
-                raise TooManySessions(
-                    f"all {self.max_sessions} sessions are in use; end one (DELETE /sessions/{{id}}) "
-                    f"or wait until one has been idle for {self.idle_seconds:g} s"
-                )
-            session = Session(
-                id=secrets.token_urlsafe(16),
-                dialogue=Dialogue(id=dialogue_id or f"live-{secrets.token_hex(8)}", speakers=[]),
-                declared_speakers=speakers,
-                last_used=self._clock(),
+    def open(self, dialogue_id: str | None, speakers: list[str] | None, consent: str) -> tuple[str, SessionState]:
+        """A new session: its secret id (given to the client once) and its state."""
+        did = dialogue_id or f"live-{secrets.token_hex(8)}"
+        if self.store.session_of_dialogue(did) is not None:
+            raise Conflict(f"dialogue {dialogue_id!r} already has a live session")
+        if self.store.session_count() >= self.max_sessions:
+            self.evict_idle()
+        if self.store.session_count() >= self.max_sessions:
+            raise TooManySessions(
+                f"all {self.max_sessions} sessions are in use; end one (DELETE /sessions/{{id}}) "
+                f"or wait until one has been idle for {self.idle_seconds:g} s"
             )
-            self._sessions[session.id] = session
-            return session
+        session_id = secrets.token_urlsafe(16)
+        now = _now()
+        state = SessionState(
+            key=session_key(session_id),
+            dialogue=self.store.dialogue_key(did),
+            consent=consent,
+            declared_speakers=None if speakers is None else [self.store.speaker_key(s) for s in speakers],
+            text_vectors=None,
+            predictions=[],
+            context_texts=[],
+            length=0,
+            created=now,
+            last_used=now,
+        )
+        try:
+            self.store.open_session(state)
+        except StoreConflict as e:
+            raise Conflict(str(e)) from None
+        return session_id, state
 
-    def get(self, session_id: str) -> Session:
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                raise NotFound(f"no live session {session_id!r} (ended, deleted, idle too long, or never opened)")
-            session.last_used = self._clock()
-            return session
+    def get(self, session_id: str) -> SessionState:
+        """The session's current state (and it counts as used now)."""
+        state = self.store.session(session_key(session_id))
+        if state is None:
+            raise NotFound(f"no live session {session_id!r} (ended, deleted, idle too long, or never opened)")
+        self.store.touch_session(state.key)
+        return state
 
-    def has_dialogue(self, dialogue_id: str) -> bool:
-        with self._lock:
-            return any(s.dialogue.id == dialogue_id for s in self._sessions.values())
+    @contextlib.contextmanager
+    def lock(self, session_id: str) -> Iterator[None]:
+        """Hold the session for one utterance in this process (other processes are held off by the store)."""
+        key = session_key(session_id)
+        with self._locks_lock:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.Lock()
+        with lock:
+            yield
 
-    def check_room(self, session: Session) -> None:
-        if len(session) >= self.max_utterances:
+    def dialogue(self, state: SessionState) -> Dialogue:
+        """The dialogue so far: from the store, with the texts the text context needs where none are stored."""
+        d = self.store.dialogue(state.dialogue) if state.length else None
+        if d is None:
+            return Dialogue(id=state.dialogue, speakers=[])
+        if d.texts is None:
+            d.texts = [""] * len(d)
+        return d
+
+    def check_room(self, state: SessionState) -> None:
+        if state.length >= self.max_utterances:
             raise Conflict(f"session has reached its limit of {self.max_utterances} utterances; start a new one")
 
-    def close(self, session_id: str) -> Session:
-        """End a session; waits for an utterance in progress, so nothing is saved after this returns."""
-        with self._lock:
-            session = self._sessions.pop(session_id, None)
-        if session is None:
+    def commit(self, state: SessionState, *args: object, **kwargs: object) -> None:
+        """:meth:`CorrectionStore.commit_utterance`, with its refusals as the client should read them."""
+        try:
+            self.store.commit_utterance(state, *args, **kwargs)
+        except StoreConflict:
+            if self.store.session(state.key) is None:
+                raise NotFound("the session ended while this utterance was being labelled") from None
+            raise Conflict("another utterance of this session arrived at the same time; send this one again") from None
+
+    def close(self, session_id: str) -> SessionState:
+        """End a session; a ``none``-scope dialogue is erased with it."""
+        state = self._end(session_key(session_id))
+        if state is None:
             raise NotFound(f"no live session {session_id!r}")
-        _mark_closed(session)
-        return session
+        return state
 
-    def close_dialogue(self, dialogue_id: str) -> int:
-        """End every session of a dialogue (there is at most one); how many were ended."""
-        with self._lock:
-            ended = [s for s in self._sessions.values() if s.dialogue.id == dialogue_id]
-            for s in ended:
-                del self._sessions[s.id]
-        for s in ended:
-            _mark_closed(s)
-        return len(ended)
+    def close_dialogue(self, dialogue_id: str, *, erase: bool = True) -> int:
+        """End the session of a dialogue, if it has one; how many were ended.
 
-    def _evict_idle(self) -> None:
-        """Drop sessions idle for longer than ``idle_seconds`` (their stored dialogues stay in the store)."""
-        now = self._clock()
-        for sid, s in list(self._sessions.items()):
-            if now - s.last_used > self.idle_seconds and s.lock.acquire(blocking=False):
-                s.closed = True
-                s.lock.release()
-                del self._sessions[sid]
+        ``erase=False`` leaves a ``none``-scope dialogue to a caller about to delete it
+        anyway, so that its count of what was removed is complete.
+        """
+        state = self.store.session_of_dialogue(dialogue_id)
+        return 0 if state is None or self._end(state.key, erase=erase) is None else 1
+
+    def evict_idle(self) -> int:
+        """End sessions idle for longer than ``idle_seconds`` (dialogues stored with consent stay in the store)."""
+        return sum(self._end(s.key) is not None for s in self.store.idle_sessions(self.idle_seconds))
+
+    def _end(self, key: str, *, erase: bool = True) -> SessionState | None:
+        state = self.store.end_session(key)
+        if erase and state is not None and state.consent == "none":
+            self.store.delete_dialogue(state.dialogue)
+        return state
 
 
-def _mark_closed(session: Session) -> None:
-    with session.lock:
-        session.closed = True
+def touched(state: SessionState, **changes: object) -> SessionState:
+    """``state`` with ``changes``, used now."""
+    return dataclasses.replace(state, **changes, last_used=_now())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -226,16 +226,22 @@ def save_adapted(adapted: Joyful, source_dir: str | os.PathLike, out_dir: str | 
 
 
 def stored_corrections(path: str | os.PathLike) -> DialogueSet:
-    """The corrected dialogues of a correction store, labelled with the latest correction of each utterance."""
-    from joyful.corrections import CorrectionStore
+    """The corrected dialogues of a correction store, labelled with the latest correction of each utterance.
 
-    if not Path(path).is_file():
+    Only dialogues shared with consent ``train`` (see :mod:`joyful.corrections`): a
+    person who let the service keep a dialogue did not thereby let a model learn from it.
+    """
+    from joyful.corrections import CorrectionStore
+    from joyful.storage import is_postgres
+
+    if not is_postgres(str(path)) and not Path(path).is_file():
         raise DataError(str(path), "correction store not found")
     with CorrectionStore(path) as store:
-        dialogues = store.corrected_dialogues()
+        dialogues = store.corrected_dialogues(consent=("train",))
+        source = store.location
     if not dialogues:
-        raise DataError(str(path), "no corrected dialogue with stored features in the store")
-    return DialogueSet(dialogues, str(path))
+        raise DataError(source, "no corrected dialogue shared with consent 'train' (with stored features) in the store")
+    return DialogueSet(dialogues, source)
 
 
 __all__ = ["NEW_LABEL_METRIC", "AdaptationReport", "adapt", "save_adapted", "stored_corrections"]

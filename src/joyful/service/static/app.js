@@ -71,15 +71,57 @@ function status(message, isError = false) {
   node.classList.toggle("error", isError);
 }
 
+// ------------------------------------------------------------------ API token
+// The token is kept in sessionStorage: for this tab only, gone when it closes, never in a
+// cookie (so no other site's page can make the browser send it).
+const TOKEN_KEY = "joyful-token";
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function askForToken(reason) {
+  $("token-info").textContent = reason;
+  $("token-form").hidden = false;
+  $("token").focus();
+}
+
+async function useToken(event) {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  $("token-form").hidden = true;
+  $("token-forget").hidden = false;
+  status("token saved for this tab");
+  await loadModel();
+  await loadReview();
+}
+
+function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("token-forget").hidden = true;
+  askForToken("token forgotten; enter one to go on");
+}
+
+// Refusals of the token checks, in words: 401 asks for a token, 403 says the role is too low.
+const REFUSALS = { 401: "a valid API token is needed", 403: "not allowed with this token", 429: "refused for now" };
+
 async function api(method, path, body) {
-  const options = { method, headers: {} };
-  if (body !== undefined) {
+  const options = { method, headers: authHeaders() };
+  if (body instanceof FormData) {
+    options.body = body;  // a recording: the browser sets the multipart Content-Type with its boundary
+  } else if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
   const response = await fetch(path, options);
   const data = await response.json().catch(() => ({ detail: response.statusText }));
-  if (!response.ok) throw new Error(`${response.status}: ${data.detail || response.statusText}`);
+  if (!response.ok) {
+    const detail = data.detail || response.statusText;
+    if (response.status === 401) askForToken(detail);
+    throw new Error(`${REFUSALS[response.status] || response.status}: ${detail}`);
+  }
   return data;
 }
 
@@ -96,6 +138,7 @@ async function loadModel() {
       multilabel: `multilabel · labels: ${model.labels.join(" ")} (any of them, or none)`,
       regression: `regression · score in [${state.range.join(", ")}]`,
     }[model.task];
+    showRecording(model.recordings);
     $("model-info").textContent =
       `${predicts} · inputs: ${inputs}` +
       (model.text_encoder ? ` · texts encoded by ${model.text_encoder}` : "") +
@@ -117,9 +160,10 @@ function showTab(mode) {
 // ------------------------------------------------------------------ streaming
 async function startSession() {
   const dialogue = $("session-dialogue").value.trim();
-  const session = await api("POST", "/sessions", dialogue ? { dialogue } : {});
+  const consent = $("consent").value;
+  const session = await api("POST", "/sessions", dialogue ? { dialogue, consent } : { consent });
   reset(session.dialogue, session.session);
-  status(`session started for dialogue ${session.dialogue}`);
+  status(`session started for dialogue ${session.dialogue} (consent: ${session.consent})`);
 }
 
 function featureFields() {
@@ -150,11 +194,7 @@ async function addUtterance(event) {
   $("text").value = "";
   $("features").value = "";
   try {
-    const result = await api("POST", `/sessions/${encodeURIComponent(state.session)}/utterances`, body);
-    state.utterances.push({ ...result, text });
-    render();
-    status(`utterance ${result.index}: ${labelText(result.label)}`);
-    if (result.uncertain) await loadReview();
+    await added(await api("POST", `/sessions/${encodeURIComponent(state.session)}/utterances`, body), { text });
   } catch (error) {
     if (!$("text").value && !$("features").value) {  // give the refused utterance back to edit
       $("text").value = text;
@@ -163,6 +203,101 @@ async function addUtterance(event) {
     throw error;
   } finally {
     $("add").disabled = false;
+  }
+}
+
+// An utterance the service has labelled joins the timeline; `display` is what only the page knows of it.
+async function added(result, display) {
+  state.utterances.push({ ...result, ...display });
+  render();
+  status(`utterance ${result.index}${display.recorded ? " (recorded)" : ""}: ${labelText(result.label)}`);
+  if (result.uncertain) await loadReview();
+}
+
+// ------------------------------------------------------------------ recordings (push-to-talk)
+// The microphone (and the camera, when the model reads faces) records one utterance, which
+// is uploaded as multipart/form-data; the service extracts its features as `joyful extract`
+// made the model's, and labels it like a typed one. Hold the button while speaking, or
+// press it briefly once to start and again to stop.
+const HOLD_MS = 300;  // a press at least this long is held: releasing it stops the recording
+const recording = { capture: null, recorder: null, pressed: 0, starting: false };
+
+// `recordings`: the modalities the service can extract from a recording (GET /model).
+function showRecording(recordings) {
+  const capture = { audio: recordings.includes("a"), video: recordings.includes("v") };
+  recording.capture = capture;
+  $("recording").hidden = !(capture.audio || capture.video);
+  const possible = Boolean(navigator.mediaDevices && window.MediaRecorder);
+  $("talk").disabled = !possible;
+  $("talk-info").textContent = !possible
+    ? "recording needs a browser with MediaRecorder, on a secure page (HTTPS, or this machine)"
+    : `records the ${capture.video ? "camera and " : ""}microphone: hold while speaking, or press to start and again to stop`;
+}
+
+function showTalking(talking) {
+  $("talk").textContent = talking ? "Recording… release or press to stop" : "Hold to talk";
+  $("talk").classList.toggle("recording", talking);
+  $("talk").setAttribute("aria-pressed", String(talking));
+}
+
+async function pressTalk() {
+  if (recording.starting) return;
+  if (recording.recorder) {  // the second press of press-to-start
+    stopRecording();
+    return;
+  }
+  const speaker = $("speaker").value.trim();
+  if (!speaker) throw new Error("enter the speaker before recording");
+  recording.pressed = performance.now();
+  recording.starting = true;
+  try {
+    const { audio, video } = recording.capture;
+    const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
+    const recorder = new MediaRecorder(stream);
+    const chunks = [];
+    recorder.addEventListener("dataavailable", (event) => { if (event.data.size) chunks.push(event.data); });
+    recorder.addEventListener("stop", () => {
+      for (const track of stream.getTracks()) track.stop();
+      const type = recorder.mimeType.split(";")[0];
+      // A video also carries the sound; the service takes the audio features from it.
+      sendRecording(new Blob(chunks, { type }), speaker, video ? "video" : "audio", type.split("/")[1] || "webm")
+        .catch((error) => status(error.message, true));
+    });
+    recorder.start();
+    recording.recorder = recorder;
+    showTalking(true);
+    status(`recording ${speaker}…`);
+  } finally {
+    recording.starting = false;
+  }
+}
+
+function releaseTalk() {
+  if (recording.recorder && performance.now() - recording.pressed >= HOLD_MS) stopRecording();
+}
+
+function stopRecording() {
+  const { recorder } = recording;
+  recording.recorder = null;
+  showTalking(false);
+  recorder.stop();  // its "stop" event sends the recording
+}
+
+async function sendRecording(blob, speaker, field, extension) {
+  const text = $("text").value;
+  const form = new FormData();
+  form.append("speaker", speaker);
+  if (text.trim()) form.append("text", text);
+  form.append(field, blob, `utterance.${extension}`);
+  if (!state.session) await startSession();
+  $("text").value = "";
+  status("recording sent: extracting its features…");
+  try {
+    await added(await api("POST", `/sessions/${encodeURIComponent(state.session)}/utterances`, form),
+      { text, recorded: true });
+  } catch (error) {
+    if (!$("text").value) $("text").value = text;  // give the text back, as for a refused typed utterance
+    throw error;
   }
 }
 
@@ -184,7 +319,7 @@ function parseDialogue(raw) {
 
 async function predictDialogue() {
   const record = parseDialogue($("dialogue-json").value);
-  const result = await api("POST", "/predict?explain=true", record);
+  const result = await api("POST", "/predict?explain=true", { consent: $("consent").value, ...record });
   reset(result.dialogue, null);
   const texts = Array.isArray(record.utterances) ? record.utterances.map((u) => (u && u.text) || "") : [];
   state.utterances = result.utterances.map((u) => ({ ...u, text: texts[u.index] || "" }));
@@ -313,7 +448,7 @@ function head(u) {
   return el("div", { class: "head" },
     el("span", { class: "muted" }, `#${u.index}`),
     el("span", { class: "who" }, u.speaker),
-    el("span", { class: "said" }, u.text || ""),
+    el("span", { class: "said" }, u.text || (u.recorded ? "(recorded)" : "")),
     sure,
     el("span", { class: "chip" }, labelText(u.label)));
 }
@@ -416,6 +551,17 @@ document.addEventListener("DOMContentLoaded", () => {
   $("tab-dialogue").addEventListener("click", () => showTab("dialogue"));
   $("session-start").addEventListener("click", guarded(startSession));
   $("utterance-form").addEventListener("submit", guarded(addUtterance));
+  const talk = $("talk");
+  talk.addEventListener("pointerdown", (event) => { if (event.button === 0) guarded(pressTalk)(); });
+  talk.addEventListener("pointerup", releaseTalk);
+  talk.addEventListener("pointercancel", releaseTalk);
+  talk.addEventListener("keydown", (event) => {
+    if ((event.key === " " || event.key === "Enter") && !event.repeat) {
+      event.preventDefault();  // no click, and no submit of the form
+      guarded(pressTalk)();
+    }
+  });
+  talk.addEventListener("keyup", (event) => { if (event.key === " " || event.key === "Enter") releaseTalk(); });
   $("predict").addEventListener("click", guarded(predictDialogue));
   $("dialogue-file").addEventListener("change", guarded(readFile));
   $("forget").addEventListener("click", guarded(forget));
@@ -423,6 +569,9 @@ document.addEventListener("DOMContentLoaded", () => {
   // Drift is asked for, not polled: the report is an administrator's, and a model saved
   // without validation outputs has none (the panel then shows why).
   $("monitor-refresh").addEventListener("click", guarded(loadMonitor));
+  $("token-form").addEventListener("submit", guarded(useToken));
+  $("token-forget").addEventListener("click", forgetToken);
+  $("token-forget").hidden = !sessionStorage.getItem(TOKEN_KEY);
   loadModel();
   loadReview().catch((error) => status(error.message, true));
 });
