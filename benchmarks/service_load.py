@@ -92,6 +92,7 @@ def stream_session(url: str, k: int, n: int, widths: dict[str, int], explain: bo
             latencies.append(time.perf_counter() - start)
             if r.status_code != 200:
                 errors.append(f"session {k} utterance {i}: {r.status_code} {r.text[:200]}")
+        client.delete(f"/sessions/{session}")  # a shared store (--store) keeps no slot taken for the next run
 
 
 def main() -> None:
@@ -128,6 +129,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+    if not latencies:
+        raise SystemExit(f"no request succeeded: {errors[:3]}")
     ms = sorted(1000 * x for x in latencies)
     print(json.dumps({
         "model": str(args.model) if args.model else "tiny causal model on generated data",

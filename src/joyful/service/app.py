@@ -484,7 +484,7 @@ def create_app(
     ) -> dict:
         """Add one utterance (JSONL utterance shape) and label it from the dialogue so far."""
         with sessions.lock(session_id):
-            state = sessions.get(session_id)
+            state = sessions.get(session_id, touch=False)  # committing the utterance marks it used
             note_dialogue(request, state.dialogue)
             sessions.check_room(state)
             n = state.length

@@ -126,12 +126,13 @@ class SessionRegistry:
             raise Conflict(str(e)) from None
         return session_id, state
 
-    def get(self, session_id: str) -> SessionState:
-        """The session's current state (and it counts as used now)."""
+    def get(self, session_id: str, *, touch: bool = True) -> SessionState:
+        """The session's current state; it counts as used now unless ``touch=False`` (a commit will mark it)."""
         state = self.store.session(session_key(session_id))
         if state is None:
             raise NotFound(f"no live session {session_id!r} (ended, deleted, idle too long, or never opened)")
-        self.store.touch_session(state.key)
+        if touch:
+            self.store.touch_session(state.key)
         return state
 
     @contextlib.contextmanager
