@@ -94,6 +94,10 @@ def test_domain_adaptation_with_a_small_labelled_dataset(model_dir, data_dir, tm
                             valid=data_dir / "valid.jsonl", epochs=4, progress=False)
     assert report.n_new_labels == onsite.n_utterances and report.best_epoch >= 1
     assert report.new_accuracy_after >= report.new_accuracy_before - 0.05
+    # new weights: what the adapted model serves on validation is refitted (temperature, reference outputs)
+    served = [r["confidence"] for r in adapted.predict(data_dir / "valid.jsonl")]
+    assert adapted.info.extra["validation_outputs"]["confidence"] == pytest.approx(served, abs=2e-6)
+    assert adapted.info.extra["calibration"]["temperature"] != clf.info.extra["calibration"]["temperature"]
 
 
 def test_when_every_epoch_forgets_the_original_model_is_kept(model_dir, store, data_dir):
@@ -113,3 +117,27 @@ def test_when_every_epoch_forgets_the_original_model_is_kept(model_dir, store, d
         assert torch.equal(value, original[name]), name
     assert report.valid_after == report.valid_before
     assert adapted.predict(corrected) == clf.predict(corrected)
+
+
+def test_successive_rounds_are_held_to_the_first_models_validation_score(model_dir, data_dir, tmp_path):
+    """Round 2's floor is the original's validation WF1 minus the tolerance, not round 1's: losses cannot add up."""
+    from joyful.io.jsonl import write_jsonl
+
+    for k, seed in enumerate((91, 92)):
+        write_jsonl(generate_dialogues(2, widths=WIDTHS, seed=seed, signal=2.5, prefix=f"r{k}-").dialogues,
+                    tmp_path / f"round{k}.jsonl")
+    valid = data_dir / "valid.jsonl"
+    first, one = adapt(Joyful.load(model_dir), tmp_path / "round0.jsonl", replay=data_dir / "train.jsonl", valid=valid,
+                       epochs=2, tolerance=0.05, progress=False)
+    assert not one.anchored and one.valid_floor == pytest.approx(one.valid_before["weighted_f1"] - 0.05)
+    first.save(tmp_path / "first")  # the anchor travels in the model's meta
+    second, two = adapt(Joyful.load(tmp_path / "first"), tmp_path / "round1.jsonl", replay=data_dir / "train.jsonl",
+                        valid=valid, epochs=2, tolerance=0.05, progress=False)
+    original = one.valid_before["weighted_f1"]  # measured on the original model, in round 1
+    assert two.anchored and two.valid_floor == pytest.approx(original - 0.05)
+    assert two.summary()["valid_weighted_f1_limit"] == pytest.approx(original - 0.05, abs=1e-4)
+    assert two.valid_after["weighted_f1"] >= original - 0.05 - 1e-9
+    # other validation data: the line starts again from the model given
+    other = generate_dialogues(6, widths=WIDTHS, seed=93, signal=2.5, prefix="v-")
+    _, three = adapt(second, tmp_path / "round1.jsonl", valid=other, epochs=1, tolerance=0.05, progress=False)
+    assert not three.anchored and three.valid_floor == pytest.approx(three.valid_before["weighted_f1"] - 0.05)

@@ -397,7 +397,7 @@ def finetune(
     valid: Annotated[Optional[str], typer.Option(help="Validation data scored before and after (default: the model's validation data, if still there).")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: a third of the model's).")] = None,
-    tolerance: Annotated[float, typer.Option(help="Largest accepted loss in the validation score when choosing the epoch: a drop of weighted F1, or a rise of MAE for a regression model.")] = 0.01,
+    tolerance: Annotated[float, typer.Option(help="Largest accepted loss in the validation score when choosing the epoch: a drop of weighted F1, or a rise of MAE for a regression model; measured from the first model of a line of adaptations (a model already fine-tuned keeps that score), so repeated rounds never lose more in all.")] = 0.01,
     label_map: Annotated[Optional[str], typer.Option(help="Rename --data's labels to the model's as they are read: old=new,... or a JSON file {\"old\": \"new\"}; labels it does not name become unlabelled context.")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
@@ -450,7 +450,8 @@ def finetune(
         metric = report.valid_metric.replace("weighted_f1", "weighted F1").replace("mae", "MAE")
         typer.echo(
             f"joyful: warning: no epoch agreed better with the new labels ({report.new_metric}) while keeping "
-            f"validation {metric} within {tolerance} of the original model's; {out} holds the original model unchanged",
+            f"validation {metric} within {tolerance} of the {'first model of its line of adaptations' if report.anchored else 'original model'}'s; "
+            f"{out} holds the given model unchanged",
             err=True,
         )
     typer.echo(json.dumps({"model": str(out), "replay": replay, "valid": valid, **report.summary()}))

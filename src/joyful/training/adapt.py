@@ -9,6 +9,17 @@ primary metric: weighted F1, or MAE for a regression model) is no more than
 ``tolerance`` worse than the original model's. The original weights compete as epoch 0:
 when no epoch agrees better within that tolerance, the original model is kept (and the
 report says so) rather than an epoch that forgot. Scores before and after are reported.
+New weights are then calibrated again on the validation data, as after training (the
+temperature, a multilabel model's thresholds, and the validation outputs that
+``--target-accuracy`` and the drift monitor take as their reference).
+
+The floor is anchored at the first model of a line of adaptations, not at the model
+given: an adapted model keeps in its meta (``adaptation_anchor``) the validation score of
+the model its line started from, with the hash of the validation data it was measured
+on, and adapting it again on the same validation data holds every round to that score
+minus ``tolerance``. Otherwise each round could lose ``tolerance`` anew, and three rounds
+of corrections three points. With other validation data the line starts again from the
+model given.
 
 Agreement with the new labels is, per task (:data:`NEW_LABEL_METRIC`): accuracy; for a
 multilabel model the mean over labels of per-label accuracy, rather than subset accuracy,
@@ -34,6 +45,7 @@ from joyful.data.tasks import Task, get_task
 from joyful.errors import DataError, JoyfulError
 from joyful.training.inference import evaluate_encoded, predict_probabilities
 from joyful.training.loop import train
+from joyful.training.members import finish
 
 #: The agreement with the new labels each task reports (higher is better, but for MAE).
 NEW_LABEL_METRIC = {"classification": "accuracy", "multilabel": "label_agreement", "regression": "mae"}
@@ -58,6 +70,10 @@ class AdaptationReport:
     valid_after: dict | None = None
     best_epoch: int = 0
     """0: no epoch beat the original model, which is kept unchanged."""
+    valid_floor: float | None = None
+    """The lowest validation selection score an epoch may have (the anchor's minus the tolerance)."""
+    anchored: bool = False
+    """Whether the floor comes from an earlier model of the line (see the module docstring)."""
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -100,6 +116,10 @@ class AdaptationReport:
             "valid_metric": primary,
             f"valid_{primary}_before": valid(self.valid_before),
             f"valid_{primary}_after": valid(self.valid_after),
+            # the floor in the metric's own units: the lowest weighted F1, or the highest MAE, accepted
+            f"valid_{primary}_limit": None if self.valid_floor is None else round(
+                self.valid_floor if get_task(self.task).higher_is_better else -self.valid_floor, 4),
+            "anchored": self.anchored,
             "best_epoch": self.best_epoch,
             "kept_original": self.best_epoch == 0,
         }
@@ -160,9 +180,10 @@ def adapt(
         rng = np.random.default_rng(clf.config.seed)
         keep = rng.permutation(len(enc_replay))[: replay_per_new * replay_per_new * len(enc_new)]
         enc_replay = [enc_replay[i] for i in sorted(keep)]
-    enc_valid = None
+    enc_valid, valid_hash = None, None
     if valid is not None:
-        enc_valid = encoded(clf.prepare(valid, role="valid", label_set=labels, progress=progress))
+        valid_set = clf.prepare(valid, role="valid", label_set=labels, progress=progress)
+        enc_valid, valid_hash = encoded(valid_set), valid_set.data_hash()
 
     def valid_metrics(model) -> dict:
         return evaluate_encoded(model, enc_valid, labels.labels, clf.config.batch_size, thresholds=clf.thresholds)
@@ -185,7 +206,13 @@ def adapt(
     adapted.text_encoder_dir = clf.text_encoder_dir
     adapted.model = copy.deepcopy(clf.model)
     adapted.model.config = adapted.config
-    floor = task.selection_score(report.valid_before) - tolerance if report.valid_before else None
+    anchor = None
+    if report.valid_before:
+        earlier = clf.info.extra.get("adaptation_anchor") or {}
+        report.anchored = earlier.get("valid_hash") == valid_hash and earlier.get("score") is not None
+        anchor = float(earlier["score"]) if report.anchored else task.selection_score(report.valid_before)
+        report.valid_floor = anchor - tolerance
+    floor = report.valid_floor
 
     def selection(epoch_metrics: dict) -> float:
         """Best agreement with the new labels, among epochs whose validation score is within tolerance."""
@@ -205,15 +232,23 @@ def adapt(
     adapted.model.eval()
     report.best_epoch = result.best_epoch
     report.history = [r.row() for r in result.history]
+    if enc_valid and result.best_epoch > 0:
+        # New weights, new logits: the temperature, the multilabel thresholds and the validation outputs
+        # (the reference of --target-accuracy and of the drift monitor) are refitted as after training.
+        finish(clf.config, adapted.model, enc_valid, adapted.info)
     report.new_after = _reported(task, _new_label_agreement(adapted, enc_new))
     if enc_valid:
-        report.valid_after = valid_metrics(adapted.model)
+        report.valid_after = evaluate_encoded(
+            adapted.model, enc_valid, labels.labels, clf.config.batch_size, thresholds=adapted.thresholds
+        )
     adapted.config = clf.config
     adapted.info.extra.update(
         adapted_from=clf.info.extra.get("data_hash"),
         adaptation={**report.summary(), "new_data_hash": new_set.data_hash(), "new_source": new_set.source},
         valid_metrics=report.valid_after,
     )
+    if anchor is not None:
+        adapted.info.extra["adaptation_anchor"] = {"valid_hash": valid_hash, "score": anchor}
     return adapted, report
 
 
