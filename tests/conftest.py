@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,24 @@ TINY = {
     "patience": 20,
 }
 WIDTHS = {"t": 12, "a": 6, "v": 8}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_audio_code(tmp_path_factory):
+    """Under pytest-xdist, librosa's numba code is compiled by one worker at a time, before any test.
+
+    Processes compiling it at once race on numba's on-disk cache and crash later ones (see
+    :func:`joyful.extract.audio.warm_up`); after this, every process of the run, the
+    extraction commands' included, only reads that cache.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ or importlib.util.find_spec("librosa") is None:
+        return
+    from joyful.extract import DEFAULT_AUDIO_FEATURES
+    from joyful.extract.audio import warm_up
+
+    with open(tmp_path_factory.getbasetemp().parent / "numba-warm-up.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        warm_up(DEFAULT_AUDIO_FEATURES)
 
 
 @pytest.fixture(scope="session", autouse=True)
