@@ -138,6 +138,25 @@ def test_k_folds_are_a_seeded_partition_by_dialogue():
     assert make_folds(ids, CVSpec(3, 0.2, 6)) != folds  # cv_seed chooses the shuffle
 
 
+def test_ids_numbered_per_file_are_told_apart_when_pooled_and_a_dialogue_given_twice_is_refused():
+    """MELD numbers dialogues from 0 in train and in dev: pooled, "0" of each file must stay two dialogues."""
+    from joyful.benchmark.folds import origins, pool
+
+    train = generate_dialogues(3, widths={"t": 4}, seed=1, prefix="")
+    dev = generate_dialogues(2, widths={"t": 4}, seed=2, prefix="")
+    assert {d.id for d in dev} <= {d.id for d in train}  # the shared ids, as in MELD's CSVs
+    pooled = pool(train, dev)
+    assert [d.id for d in pooled] == [f"train:{d.id}" for d in train] + [f"valid:{d.id}" for d in dev]
+    assert [d.speakers for d in pooled] == [d.speakers for d in (*train, *dev)]
+    assert origins(train, dev, pooled) == {**{f"train:{d.id}": "train" for d in train},
+                                           **{f"valid:{d.id}": "valid" for d in dev}}
+    assert len({i for f in make_folds([d.id for d in pooled], CVSpec(5)) for i in f.test}) == 5
+    unique = generate_dialogues(2, widths={"t": 4}, seed=2, prefix="dev-")
+    assert [d.id for d in pool(train, unique)] == [d.id for d in (*train, *unique)]  # IEMOCAP-like ids stay
+    with pytest.raises(JoyfulError, match="in both"):
+        pool(train, generate_dialogues(1, widths={"t": 4}, seed=1, prefix=""))  # train's first dialogue again
+
+
 def test_session_cv_names_a_dialogue_without_a_session(tmp_path):
     grid = _write(tmp_path / "g.toml", 'seeds = [1]\ncv = "session"\n[data.synthetic]\nn_train = 4\nn_valid = 2\n')
     result = benchmark(grid, tmp_path / "out")

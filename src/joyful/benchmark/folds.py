@@ -19,6 +19,7 @@ runs can be paired by fold and seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -162,8 +163,33 @@ def _valid_slice(train_ids: list[str], spec: CVSpec, fold: int) -> list[str]:
 
 
 def pool(train: DialogueSet, valid: DialogueSet) -> DialogueSet:
-    """Train then valid dialogues, as one set (the data the folds are cut from)."""
-    return DialogueSet([*train.dialogues, *valid.dialogues], f"{train.source} + {valid.source}")
+    """Train then valid dialogues, as one set (the data the folds are cut from).
+
+    MELD numbers its dialogues from 0 in each split, so its train and dev files share ids
+    that name different dialogues. When the files share an id, every id is prefixed with
+    its file's role (``train:0``, ``valid:0``), so that each names one dialogue; ids
+    unique across the files (IEMOCAP's, which session CV reads) stay as they are. A
+    shared id whose dialogues are the same (speakers and texts) is one dialogue given
+    twice, which would sit in two folds at once: refused.
+    """
+    source = f"{train.source} + {valid.source}"
+    first = {d.id: d for d in train}
+    shared = [d for d in valid if d.id in first]
+    if not shared:
+        return DialogueSet([*train.dialogues, *valid.dialogues], source)
+    twice = next((d for d in shared if d.speakers == first[d.id].speakers and d.texts == first[d.id].texts), None)
+    if twice is not None:
+        raise JoyfulError(f"dialogue {twice.id!r} is in both {train.source} and {valid.source}: the same dialogue in "
+                          "the training and validation data would be tested on what a fold trained on; remove one copy")
+    renamed = [dataclasses.replace(d, id=f"{role}:{d.id}") for role, part in (("train", train), ("valid", valid))
+               for d in part]
+    return DialogueSet(renamed, source)
+
+
+def origins(train: DialogueSet, valid: DialogueSet, pooled: DialogueSet) -> dict[str, str]:
+    """Which file (``train`` or ``valid``) each dialogue of ``pool(train, valid)`` came from, by its pooled id."""
+    roles = ["train"] * len(train) + ["valid"] * len(valid)
+    return {d.id: role for d, role in zip(pooled, roles, strict=True)}
 
 
 def split(data: DialogueSet, fold: Fold) -> dict[str, DialogueSet]:
@@ -257,8 +283,7 @@ def materialise_folds(
             _write_jsonl(part, paths[role])
         _copy_extraction_settings(sources["train"], paths["train"])
         out.append(FoldData(fold, paths))
-    origin = {d.id: "train" for d in train} | {d.id: "valid" for d in valid}
-    write_assignment(folds, directory, {**wanted, "scheme": spec.describe()}, origin)
+    write_assignment(folds, directory, {**wanted, "scheme": spec.describe()}, origins(train, valid, pooled))
     return out
 
 
@@ -298,6 +323,6 @@ def fold_label(fold: int, held_out: str | None) -> str:
 
 
 __all__ = [
-    "CVSpec", "Fold", "FoldData", "parse_cv", "make_folds", "materialise_folds", "split", "pool", "session_of",
+    "CVSpec", "Fold", "FoldData", "parse_cv", "make_folds", "materialise_folds", "split", "pool", "origins", "session_of",
     "write_assignment", "assignment_rows", "fold_label", "SESSION", "DEFAULT_VALID_FRACTION", "DEFAULT_CV_SEED",
 ]

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from joyful.atomic import atomic_write_text
-from joyful.benchmark.folds import FOLDS_FILE, CVSpec, Fold, make_folds, pool, split, write_assignment
+from joyful.benchmark.folds import FOLDS_FILE, CVSpec, Fold, make_folds, origins, pool, split, write_assignment
 from joyful.config import JoyfulConfig, changed_fields
 from joyful.data.label_forms import infer_task
 from joyful.data.labels import resolve_label_set
@@ -156,8 +156,7 @@ def tune(
         pooled = pool(raw_train, raw_valid)
         folds = make_folds([d.id for d in pooled], cv)
         _check_same_folds(study, out, folds)
-        origin = {d.id: "train" for d in raw_train} | {d.id: "valid" for d in raw_valid}
-        write_assignment(folds, out, {**cv.to_dict(), "scheme": cv.describe()}, origin)
+        write_assignment(folds, out, {**cv.to_dict(), "scheme": cv.describe()}, origins(raw_train, raw_valid, pooled))
         prepared = prep.prepare(pooled, role="train", label_set=labels, progress=progress)
         parts = [split(prepared, fold) for fold in folds]
         with _FoldRunner(parts, jobs) as runner:
