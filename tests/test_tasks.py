@@ -128,7 +128,7 @@ def test_thresholds_chosen_for_best_f1_on_the_grid():
 
 
 # ---------------------------------------------------------------- end to end
-def _mosei_like(n: int, seed: int, task: str) -> DialogueSet:
+def mosei_like(n: int, seed: int, task: str, *, noise: float = 0.3) -> DialogueSet:
     """Audio vectors that are a fixed linear map of the sentiment and emotion scores, plus noise."""
     mix = np.random.default_rng(99).standard_normal((7, 12))
     rng = np.random.default_rng(seed)
@@ -137,7 +137,7 @@ def _mosei_like(n: int, seed: int, task: str) -> DialogueSet:
         m = int(rng.integers(4, 10))
         z = rng.uniform(-1, 1, (m, 7))
         z[:, 0] *= 3
-        x = (z @ mix + 0.3 * rng.standard_normal((m, 12))).astype(np.float32)
+        x = (z @ mix + noise * rng.standard_normal((m, 12))).astype(np.float32)
         labels = (
             [float(np.round(v, 1)) for v in z[:, 0]] if task == "regression"
             else [tuple(e for e, s in zip(MOSEI_EMOTIONS, row[1:], strict=True) if s > 0.2) for row in z]
@@ -152,12 +152,12 @@ SMALL = dict(modalities="a", epochs=12, batch_size=8, global_attention_dim=16, g
 @pytest.mark.parametrize("architecture", ["joyful", "context-lr"])
 def test_regression_model_beats_a_constant_predictor_and_round_trips(tmp_path, architecture):
     extra = {} if architecture == "joyful" else {"architecture": "context-lr", "fusion": "concat", "use_gcl": False}
-    Joyful(**SMALL, **extra).fit(_mosei_like(40, 1, "regression"), _mosei_like(10, 2, "regression"),
+    Joyful(**SMALL, **extra).fit(mosei_like(40, 1, "regression"), mosei_like(10, 2, "regression"),
                                  out_dir=tmp_path, progress=False)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["task"] == "regression" and meta["label_set"]["name"] == "sentiment"
     clf = Joyful.load(tmp_path)
-    test = _mosei_like(15, 3, "regression")
+    test = mosei_like(15, 3, "regression")
     m = clf.evaluate(test)
     truth = np.concatenate([d.labels for d in test])
     constant = np.abs(truth - np.median(truth)).mean()  # the best constant under L1
@@ -169,11 +169,11 @@ def test_regression_model_beats_a_constant_predictor_and_round_trips(tmp_path, a
 
 def test_multilabel_model_reports_per_emotion_scores_and_uses_its_thresholds(tmp_path):
     clf = Joyful(**SMALL, thresholds="validation").fit(
-        _mosei_like(40, 1, "multilabel"), _mosei_like(10, 2, "multilabel"), out_dir=tmp_path, progress=False,
+        mosei_like(40, 1, "multilabel"), mosei_like(10, 2, "multilabel"), out_dir=tmp_path, progress=False,
     )
     loaded = Joyful.load(tmp_path)
     assert loaded.task == "multilabel" and loaded.thresholds == clf.thresholds and len(clf.thresholds) == 6
-    test = _mosei_like(15, 3, "multilabel")
+    test = mosei_like(15, 3, "multilabel")
     m = loaded.evaluate(test, with_predictions=True)
     assert set(m["per_emotion"]) == set(MOSEI_EMOTIONS)
     assert [m["per_emotion"][e]["threshold"] for e in MOSEI_EMOTIONS] == loaded.thresholds

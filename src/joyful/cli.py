@@ -361,12 +361,12 @@ def monitor(
     """Drift report of the predictions a service kept, as GET /monitor answers: PSI per statistic and an alert."""
     from joyful.analysis.selective import abstention_threshold
     from joyful.corrections import CorrectionStore
-    from joyful.storage import is_postgres
+    from joyful.storage import exists
     from joyful.errors import JoyfulError
     from joyful.monitoring import Reference, drift_report
     from joyful.training.checkpoint import load_checkpoint
 
-    if not is_postgres(store) and not Path(store).is_file():
+    if not exists(store):
         raise JoyfulError(f"{store}: no such store (`joyful serve --store` creates one)")
     if drift_window < 1 or not drift_threshold > 0:
         raise JoyfulError("--drift-window must be at least 1 and --drift-threshold positive")

@@ -87,7 +87,7 @@ from joyful.service.audit import AuditLog, add_audit_route, note_dialogue
 from joyful.service.auth import Authentication, Authenticator, document_tokens
 from joyful.service.recordings import REQUEST_BODY as UTTERANCE_REQUEST_BODY
 from joyful.service.recordings import utterance_body
-from joyful.service.sessions import Conflict, NotFound, ServiceError, SessionRegistry, extended, touched
+from joyful.service.sessions import Conflict, NotFound, ServiceError, SessionRegistry, extended
 
 #: Longest dialogue ``POST /predict`` explains: each explanation re-runs the model on the dialogue once per
 #: utterance (and modality) left out, so the cost grows with the square of the length (IEMOCAP's longest is 110).
@@ -250,10 +250,12 @@ class Predictor:
                 "its text encoder's, so it cannot encode texts; send text_features", dialogue=d.id,
                 field="text_features", index=said[0],
             )
-        given = dict(zip(rows, strings, strict=True)) if strings is not None else None
-        every = contextual_texts(d, self.clf.config.text_context) if given is None else None
+        if strings is None:
+            text_of = dict(enumerate(contextual_texts(d, self.clf.config.text_context)))
+        else:
+            text_of = dict(zip(rows, strings, strict=True))
         with self._lock:
-            d.features["t"][said] = self.encoder().encode([every[i] if given is None else given[i] for i in said])
+            d.features["t"][said] = self.encoder().encode([text_of[i] for i in said])
 
     def threshold(self, abstain_below: float | None, target_accuracy: float | None) -> float | None:
         """The confidence threshold of a request: its own option if it gives one, else the service's default.
@@ -500,7 +502,7 @@ def create_app(
             threshold = predictor.threshold(abstain_below, target_accuracy)
             row = predictor.predict(dataclasses.replace(candidate, labels=None), explain=explain, threshold=threshold)[-1]
             sessions.commit(
-                touched(
+                dataclasses.replace(
                     state, predictions=[*state.predictions, _prediction(row)], length=n + 1,
                     text_vectors=state.text_vectors or text_vectors,
                     context_texts=[*state.context_texts, spoken][-context:] if context else [],

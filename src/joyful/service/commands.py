@@ -257,9 +257,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 def _missing(store: str) -> bool:
     """Whether ``store`` is a SQLite file not created yet (opening it would create it; a URL is a server's)."""
-    from joyful.storage import is_postgres
+    from joyful.storage import exists
 
-    return not is_postgres(store) and not Path(store).is_file()
+    return not exists(store)
 
 
 def _shown(store: str) -> str:

@@ -17,17 +17,15 @@ utterance re-runs the model on the whole prefix; idle sessions make room for new
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import secrets
 import threading
 import weakref
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import numpy as np
 
-from joyful.corrections import CorrectionStore, SessionState, StoreConflict
+from joyful.corrections import CorrectionStore, ServedPrediction, SessionState, StoreConflict
 from joyful.data.schema import Dialogue, missing_matrix
 from joyful.service.schemas import MAX_UTTERANCES
 
@@ -107,8 +105,7 @@ class SessionRegistry:
                 f"or wait until one has been idle for {self.idle_seconds:g} s"
             )
         session_id = secrets.token_urlsafe(16)
-        now = _now()
-        state = SessionState(
+        state = SessionState(  # the store stamps when it was opened and last used
             key=session_key(session_id),
             dialogue=self.store.dialogue_key(did),
             consent=consent,
@@ -117,8 +114,6 @@ class SessionRegistry:
             predictions=[],
             context_texts=[],
             length=0,
-            created=now,
-            last_used=now,
         )
         try:
             self.store.open_session(state)
@@ -159,10 +154,16 @@ class SessionRegistry:
         if state.length >= self.max_utterances:
             raise Conflict(f"session has reached its limit of {self.max_utterances} utterances; start a new one")
 
-    def commit(self, state: SessionState, *args: object, **kwargs: object) -> None:
-        """:meth:`CorrectionStore.commit_utterance`, with its refusals as the client should read them."""
+    def commit(
+        self, state: SessionState, dialogue: Dialogue, predictions: list[ServedPrediction], *, keep_text: bool,
+        expected_length: int,
+    ) -> None:
+        """:meth:`CorrectionStore.commit_utterance` (which marks the session used), with its refusals as the client
+        should read them."""
         try:
-            self.store.commit_utterance(state, *args, **kwargs)
+            self.store.commit_utterance(
+                state, dialogue, predictions, keep_text=keep_text, expected_length=expected_length
+            )
         except StoreConflict:
             if self.store.session(state.key) is None:
                 raise NotFound("the session ended while this utterance was being labelled") from None
@@ -194,11 +195,3 @@ class SessionRegistry:
             self.store.delete_dialogue(state.dialogue)
         return state
 
-
-def touched(state: SessionState, **changes: object) -> SessionState:
-    """``state`` with ``changes``, used now."""
-    return dataclasses.replace(state, **changes, last_used=_now())
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from joyful.storage.base import Backend, masked
 
@@ -17,6 +18,12 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 def is_postgres(location: str | os.PathLike) -> bool:
     """Does ``location`` name a PostgreSQL database (a URL) rather than a SQLite file (a path)?"""
     return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def exists(location: str | os.PathLike) -> bool:
+    """Whether there is a store at ``location``: a SQLite file must be there (opening one creates it), a URL names a
+    server's database, which is taken to exist (connecting says otherwise)."""
+    return is_postgres(location) or Path(location).is_file()
 
 
 def open_backend(location: str | os.PathLike) -> Backend:
@@ -30,4 +37,4 @@ def open_backend(location: str | os.PathLike) -> Backend:
     return SQLiteBackend(location)
 
 
-__all__ = ["POSTGRES_SCHEMES", "Backend", "is_postgres", "masked", "open_backend"]
+__all__ = ["POSTGRES_SCHEMES", "Backend", "exists", "is_postgres", "masked", "open_backend"]

@@ -267,9 +267,9 @@ def stored_corrections(path: str | os.PathLike) -> DialogueSet:
     person who let the service keep a dialogue did not thereby let a model learn from it.
     """
     from joyful.corrections import CorrectionStore
-    from joyful.storage import is_postgres
+    from joyful.storage import exists
 
-    if not is_postgres(str(path)) and not Path(path).is_file():
+    if not exists(path):
         raise DataError(str(path), "correction store not found")
     with CorrectionStore(path) as store:
         dialogues = store.corrected_dialogues(consent=("train",))
