@@ -17,11 +17,12 @@ import torch
 
 from joyful.batching import IGNORE_INDEX, EncodedDialogue, collate
 from joyful.config import JoyfulConfig
+from joyful.errors import JoyfulError
 from joyful.model import JoyfulModel
 from joyful.nn.augment import edge_perturbation, feature_mask, global_proximity
 from joyful.nn.contrastive import contrastive_loss, inter_view_loss, intra_view_loss
 from joyful.nn.fusion import JointFusion
-from joyful.nn.graph import node_positions, num_relations, relation_type, window_graph
+from joyful.nn.graph import node_positions, num_relations, relation_type, same_other_types, window_graph
 from joyful.nn.katz import katz_index, normalise_candidates
 from joyful.nn.shared_basis import SharedBasisAttention
 from joyful.nn.topic_smoothing import running_topic_vectors, topic_vectors
@@ -357,6 +358,27 @@ def test_relation_types_are_a_bijection(P):
     assert relation_type(T([0]), T([0]), T([3]), T([3]), P).item() == 0
 
 
+
+def test_same_other_types_fold_pairs_to_same_or_other_speaker_and_direction():
+    lengths, speakers, P, edge_index, edge_type = _graph_case()
+    _, position = node_positions(T(lengths))
+    folded = same_other_types(edge_type, P).tolist()
+    for (j, i), t in zip(edge_index.t().tolist(), folded, strict=True):  # naive reference, edge by edge
+        other = speakers[j] != speakers[i]
+        after = position[j].item() > position[i].item()
+        assert t == 2 * other + after
+    assert set(folded) == {0, 1, 2, 3}
+
+
+def test_a_same_other_model_has_four_relation_types_and_trains():
+    model, widths = _tiny_model(speaker_relations="same-other")
+    assert model.encoder.rgcn[0].num_relations == 4
+    out = model(_tiny_batch(widths))
+    out.losses["all"].backward()
+    assert model.encoder.rgcn[0].weight.grad.abs().sum() > 0
+    with pytest.raises(JoyfulError, match="speaker_relations"):
+        JoyfulConfig(speaker_relations="gender")
+
 # ----------------------------------------------------------------------------- C2: augmentations
 
 
@@ -372,6 +394,18 @@ def test_feature_mask_zeroes_whole_columns():
     # same seed, same mask; no masking at ratio 0
     assert torch.equal(out, feature_mask(h, 0.2, generator=torch.Generator().manual_seed(7)))
     assert torch.equal(feature_mask(h, 0.0), h)
+
+
+def test_rescaled_feature_mask_keeps_the_expected_value():
+    h = torch.randn(4, 3000) + 5.0
+    out = feature_mask(h, 0.25, generator=torch.Generator().manual_seed(3), rescale=True)
+    kept = (out != 0).all(0)
+    # the same columns as without rescaling, each multiplied by 1 / (1 - 0.25) = 4/3
+    assert torch.equal(kept, (feature_mask(h, 0.25, generator=torch.Generator().manual_seed(3)) != 0).all(0))
+    torch.testing.assert_close(out[:, kept], h[:, kept] * 4 / 3)
+    # averaged over masks, a node's masked vector is its clean vector (within sampling error)
+    mean = torch.stack([feature_mask(h[:1], 0.25, torch.Generator().manual_seed(s), rescale=True) for s in range(400)]).mean(0)
+    assert (mean - h[:1]).abs().mean() < 0.15 * h[:1].abs().mean()
 
 
 def _graph_case():

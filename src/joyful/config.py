@@ -93,6 +93,10 @@ class JoyfulConfig:
     max_speakers: int = 0
     """Speakers per dialogue the relation types cover; 0 = the most found in the training data."""
 
+    speaker_relations: str = "pairs"
+    """Relation types of the graph encoder: ``pairs`` (the paper: 2·P² types, one per ordered pair of
+    speaker slots and direction) or ``same-other`` (4: same or other speaker, past or future)."""
+
     modality_dropout: float = 0.0
     """Training only: chance that a present modality of an utterance is hidden (treated as
     missing), so the learned missing-modality embedding is trained even on complete data."""
@@ -103,6 +107,9 @@ class JoyfulConfig:
     view2: str = "FM+GP"
     feature_mask_ratio: float = 0.2
     """FM: fraction of node-feature dimensions zeroed in a view."""
+    feature_mask_rescale: bool = False
+    """FM: divide the kept dimensions by 1 - ratio (as dropout does), so the masked views' BatchNorm
+    statistics match the unmasked graph of inference; off in the paper and its public code."""
     edge_perturb_ratio: float = 0.2
     """EP: fraction of edges dropped, and the same number of random edges added."""
     proximity_ratio: float = 0.2
@@ -214,6 +221,8 @@ class JoyfulConfig:
             raise bad("finetune_folds", "must be at least 2 (training features always come from an encoder that did not see them)")
         if self.task not in ("auto", *TASKS):
             raise bad("task", f"must be auto or one of {', '.join(TASKS)}")
+        if self.speaker_relations not in ("pairs", "same-other"):
+            raise bad("speaker_relations", "must be 'pairs' or 'same-other'")
         if self.thresholds not in ("fixed", "validation"):
             raise bad("thresholds", "must be 'fixed' or 'validation'")
         if self.precision not in PRECISIONS:
@@ -290,7 +299,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # text-only presets, tuned on the validation splits here (see README, "Text-only presets")
     "iemocap6-text": {"label_set": "iemocap6", "modalities": "t", "dropout": 0.5, "patience": 25, "ensemble": 5},
     "iemocap4-text": {"label_set": "iemocap4", "modalities": "t", "dropout": 0.5, "patience": 25, "ensemble": 5},
-    "meld-text": {"label_set": "meld7", "modalities": "t", "rgcn_bases": 30, "patience": 10, "epochs": 40, "ensemble": 5},
+    "meld-text": {"label_set": "meld7", "modalities": "t", "rgcn_bases": 30, "patience": 10, "epochs": 40, "ensemble": 5,
+                  "speaker_relations": "same-other"},
     # baselines in the same framework
     "cogmen": {"fusion": "concat", "use_gcl": False},
     "mlp": {"architecture": "mlp", "fusion": "concat", "use_gcl": False},

@@ -14,7 +14,7 @@ from joyful.nn.augment import edge_perturbation, feature_mask, global_proximity,
 from joyful.nn.contrastive import contrastive_loss
 from joyful.nn.encoder import GraphEncoder
 from joyful.nn.fusion import ConcatFusion, JointFusion
-from joyful.nn.graph import num_relations, window_graph
+from joyful.nn.graph import num_relations, same_other_types, window_graph
 from joyful.nn.missing import MissingModality
 from joyful.nn.mlp import MLP
 
@@ -79,7 +79,7 @@ class JoyfulModel(nn.Module):
                 config.gnn_hidden,
                 config.gnn_heads,
                 config.gnn_layers,
-                num_relations(n_speakers),
+                4 if config.speaker_relations == "same-other" else num_relations(n_speakers),
                 config.rgcn_bases,
                 config.dropout,
             )
@@ -95,7 +95,7 @@ class JoyfulModel(nn.Module):
     def _view(self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, augmentations: frozenset[str]) -> Tensor:
         c = self.config
         if "FM" in augmentations:
-            h = feature_mask(h, c.feature_mask_ratio)
+            h = feature_mask(h, c.feature_mask_ratio, rescale=c.feature_mask_rescale)
         if "EP" in augmentations:
             edge_index, edge_type = edge_perturbation(
                 edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.edge_perturb_ratio,
@@ -106,6 +106,12 @@ class JoyfulModel(nn.Module):
                 edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.proximity_ratio,
                 order=c.katz_order, beta_scale=c.katz_beta, threshold=c.proximity_threshold, causal=c.causal,
             )
+        return self._encode(h, edge_index, edge_type)
+
+    def _encode(self, h: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
+        """The graph encoder on edges typed by pair (as built and augmented), folded first if configured."""
+        if self.config.speaker_relations == "same-other":
+            edge_type = same_other_types(edge_type, self.n_speakers)
         return self.encoder(h, edge_index, edge_type)
 
     def _graph(self, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -134,7 +140,7 @@ class JoyfulModel(nn.Module):
             encoded = h1 + h2
             losses["ct"] = contrastive_loss(h1, h2, c.temperature)
         else:
-            encoded = self.encoder(fused.nodes, *self._graph(batch))
+            encoded = self._encode(fused.nodes, *self._graph(batch))
             if c.use_gcl:
                 encoded = 2 * encoded
         logits = self.classifier(encoded)

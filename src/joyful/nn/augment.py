@@ -16,12 +16,19 @@ from joyful.nn.graph import node_positions, relation_type
 from joyful.nn.katz import katz_index, normalise_candidates
 
 
-def feature_mask(h: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
-    """FM: zero the same random ``ratio`` of feature dimensions in every node of the view."""
+def feature_mask(
+    h: Tensor, ratio: float, generator: torch.Generator | None = None, *, rescale: bool = False
+) -> Tensor:
+    """FM: zero the same random ``ratio`` of feature dimensions in every node of the view.
+
+    ``rescale`` divides the kept dimensions by ``1 - ratio``, as dropout does, so a view's
+    features have the clean graph's expected value: the graph encoder's BatchNorm then
+    collects in training the statistics it meets at inference, where nothing is masked.
+    """
     if ratio <= 0:
         return h
-    keep = torch.rand(h.shape[-1], generator=generator, device=h.device) >= ratio
-    return h * keep.to(h.dtype)
+    keep = (torch.rand(h.shape[-1], generator=generator, device=h.device) >= ratio).to(h.dtype)
+    return h * (keep / (1.0 - ratio) if rescale else keep)
 
 
 def _typed(src: Tensor, dst: Tensor, speaker: Tensor, position: Tensor, n_speakers: int) -> Tensor:

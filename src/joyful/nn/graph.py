@@ -11,6 +11,19 @@ def num_relations(n_speakers: int) -> int:
     return 2 * n_speakers * n_speakers
 
 
+def same_other_types(edge_type: Tensor, n_speakers: int) -> Tensor:
+    """Pair-typed relations (:func:`relation_type`) folded to 4: same or other speaker × past/future.
+
+    Speaker slots are numbered by order of appearance in each dialogue, so "speaker 0 → speaker
+    1" means "the one who spoke first → the other"; with MELD's up to 9 speakers the 2·P²
+    pair types are also mostly rare. Folding keeps what is comparable across dialogues:
+    whether an utterance answers someone else or continues its own speaker's turn.
+    """
+    pair, future = edge_type // 2, edge_type % 2
+    other = (pair // n_speakers != pair % n_speakers).long()
+    return other * 2 + future
+
+
 def relation_type(src_speaker: Tensor, dst_speaker: Tensor, src_pos: Tensor, dst_pos: Tensor, n_speakers: int) -> Tensor:
     """Relation of edge j → i: ``(s_j·P + s_i)·2 + d`` with d = 0 if j is not after i (past), 1 if after.
 
