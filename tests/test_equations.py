@@ -358,7 +358,6 @@ def test_relation_types_are_a_bijection(P):
     assert relation_type(T([0]), T([0]), T([3]), T([3]), P).item() == 0
 
 
-
 def test_same_other_types_fold_pairs_to_same_or_other_speaker_and_direction():
     lengths, speakers, P, edge_index, edge_type = _graph_case()
     _, position = node_positions(T(lengths))
@@ -378,6 +377,7 @@ def test_a_same_other_model_has_four_relation_types_and_trains():
     assert model.encoder.rgcn[0].weight.grad.abs().sum() > 0
     with pytest.raises(JoyfulError, match="speaker_relations"):
         JoyfulConfig(speaker_relations="gender")
+
 
 # ----------------------------------------------------------------------------- C2: augmentations
 

@@ -79,7 +79,7 @@ class JoyfulModel(nn.Module):
                 config.gnn_hidden,
                 config.gnn_heads,
                 config.gnn_layers,
-                4 if config.speaker_relations == "same-other" else num_relations(n_speakers),
+                num_relations(n_speakers, config.speaker_relations),
                 config.rgcn_bases,
                 config.dropout,
             )

@@ -6,9 +6,9 @@ import torch
 from torch import Tensor
 
 
-def num_relations(n_speakers: int) -> int:
-    """2·P² relation types: (speaker of source, speaker of target, past/future)."""
-    return 2 * n_speakers * n_speakers
+def num_relations(n_speakers: int, speaker_relations: str = "pairs") -> int:
+    """2·P² relation types: (speaker of source, speaker of target, past/future); 4 for ``same-other``."""
+    return 4 if speaker_relations == "same-other" else 2 * n_speakers * n_speakers
 
 
 def same_other_types(edge_type: Tensor, n_speakers: int) -> Tensor:
