@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY
 from joyful.api import Joyful
+from joyful.benchmark.ensembles import ensemble_metrics
 from joyful.benchmark.folds import CVSpec, make_folds, materialise_folds, session_of
 from joyful.benchmark.gridfile import Cell, load_grid
 from joyful.benchmark.significance import write_significance
@@ -250,6 +251,36 @@ def test_paired_tests_match_hand_computed_values(tmp_path):
     assert [num(n, "p_w_BH") for n in diffs] == pytest.approx([0.1875, 0.65625, 1.0])
     assert num("better", "mean_diff") == pytest.approx(0.03) and all(rows[n]["n_pairs"] == "5" for n in diffs)
     assert "Wilcoxon" in (tmp_path / "significance.md").read_text()
+
+
+def test_seed_ensembles_from_the_runs_score_what_an_ensemble_model_scores(finished):
+    """The table averages the seeds' stored outputs; a real ``ensemble = 2`` model trained on the fold must agree."""
+    grid, out, _ = finished
+    rows = {r["cell"]: r for r in read_csv(out / "ensembles.csv")}
+    assert set(rows) == set(CELLS) and rows["default"]["seeds"] == "1 2"
+    cell = next(c for c in load_grid(grid).cells if c.name == "default")
+    fold = out / "folds" / "fold-2"
+    clf = Joyful(cell.config(1).replace(ensemble=2)).fit(fold / "train.jsonl", fold / "valid.jsonl", progress=False)
+    assert float(rows["default"]["weighted_f1_fold_2"]) == pytest.approx(clf.evaluate(fold / "test.jsonl")["weighted_f1"])
+    runs = results(out)
+    assert float(rows["mlp"]["weighted_f1_single_mean"]) == pytest.approx(
+        statistics.mean(runs["mlp", f, s]["metrics"]["weighted_f1"] for f in (1, 2, 3) for s in SEEDS))
+    folds = [float(rows["default"][f"weighted_f1_fold_{f}"]) for f in (1, 2, 3)]
+    assert float(rows["default"]["weighted_f1_mean"]) == pytest.approx(statistics.mean(folds))
+    assert rows["mlp"]["p_t"] != "" and rows["default"]["p_t"] == ""  # the reference is not tested against itself
+
+
+def test_ensemble_metrics_average_probabilities_before_the_decision():
+    # Mean of the two members: [.4 .6], [.45 .55], [.55 .45] → predictions 1, 1, 0 against truth 0, 1, 1.
+    # Class 0: no true positive → F1 0 (support 1); class 1: tp 1, precision 1/2, recall 1/2 → F1 1/2 (support 2).
+    # Weighted F1 = (0·1 + 0.5·2) / 3 = 1/3; accuracy 1/3. Majority of the members' own votes would differ on row 0.
+    a = {"cell": "c", "fold": 1, "seed": 1, "y_true": [0, 1, 1], "metrics": {"labels": ["x", "y"]},
+         "y_uncalibrated": [[0.6, 0.4], [0.45, 0.55], [0.9, 0.1]]}
+    b = {**a, "seed": 2, "y_uncalibrated": [[0.2, 0.8], [0.45, 0.55], [0.2, 0.8]]}
+    metrics = ensemble_metrics([a, b], "classification")
+    assert metrics["weighted_f1"] == pytest.approx(1 / 3) and metrics["accuracy"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="seed 2 scored other test utterances than seed 1"):
+        ensemble_metrics([a, {**b, "y_true": [0, 1, 0]}], "classification")
 
 
 # ---------------------------------------------------------------- resuming and parallel runs

@@ -9,9 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from joyful import Joyful, JoyfulConfig
+from joyful.errors import JoyfulError
 from joyful.batching import collate, encode_dialogues
 from joyful.data.labels import resolve_label_set
 from joyful.nn.context_lr import ContextLogisticRegression
@@ -83,6 +85,20 @@ def test_a_class_absent_from_training_is_never_predicted():
     clf = Joyful(cfg).fit(train, progress=False)
     rows = clf.predict(generate_dialogues(4, widths=WIDTHS, seed=5))
     assert all(r["probabilities"]["ang"] < 1e-6 for r in rows)
+
+
+def test_the_fit_ignores_the_seed_so_an_ensemble_of_it_is_refused():
+    """Why ``ensemble`` must be 1: two seeds fit the same weights, so N members would be N copies."""
+    train = generate_dialogues(10, widths=WIDTHS, seed=4, signal=2.0)
+    weights = [
+        Joyful(JoyfulConfig.preset("context-lr", modalities="at", seed=seed)).fit(train, progress=False)
+        .model.linear.weight.detach().clone()
+        for seed in (1, 7)
+    ]
+    assert torch.equal(weights[0], weights[1])
+    with pytest.raises(JoyfulError, match="'ensemble'.*context-lr"):
+        JoyfulConfig.preset("context-lr", ensemble=3)
+    JoyfulConfig.preset("iemocap6", ensemble=3)  # a graph model's members differ by seed: allowed
 
 
 def test_cli_trains_and_evaluates_the_baseline(data_dir, tmp_path):

@@ -108,6 +108,9 @@ ABLATIONS = [
     dict(global_hidden=10, global_layers=2),
     dict(global_attention_dim=None, global_ff=None),
     dict(feature_mask_ratio=0.0, edge_perturb_ratio=0.0, proximity_ratio=0.0),
+    dict(classifier_skip=True),
+    dict(classifier_skip=True, use_gcl=False),
+    dict(label_smoothing=0.1),
 ]
 
 
@@ -122,6 +125,28 @@ def test_ablations_forward_backward(over):
     if over.get("use_gcl") is False:
         assert out.losses["ct"] == 0
     check_step(model, batch, train=False)
+
+
+def test_label_smoothing_reaches_the_supervised_loss():
+    torch.manual_seed(3)
+    model = make_model(make_config(label_smoothing=0.25)).eval()
+    batch = make_batch(2, seed=8)
+    out = model(batch)
+    known = batch.y != IGNORE_INDEX
+    expected = torch.nn.functional.cross_entropy(out.logits[known], batch.y[known], label_smoothing=0.25)
+    assert out.losses["ce"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert out.losses["ce"].item() != pytest.approx(torch.nn.functional.cross_entropy(out.logits[known], batch.y[known]).item())
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_classifier_skip_carries_the_utterance_past_a_silenced_graph(skip):
+    """With the graph encoder's output forced to zero, only the skip lets the logits tell utterances apart."""
+    torch.manual_seed(2)
+    model = make_model(make_config(classifier_skip=skip)).eval()
+    model.encoder.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    logits = model(make_batch(2, seed=7)).logits
+    spread = (logits - logits[0]).abs().max().item()
+    assert (spread > 1e-4) if skip else (spread < 1e-6)
 
 
 @pytest.mark.parametrize("train", [False, True])

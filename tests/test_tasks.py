@@ -79,6 +79,20 @@ def test_losses_equal_their_formulas_over_labelled_rows():
     assert get_task("regression").outputs(scores).tolist() == [0.5, 1.0, -3.0]  # clipped to [-3, 3]
 
 
+def test_label_smoothing_mixes_the_target_with_the_uniform_distribution():
+    # Classification, ε = 0.3, 3 classes: target of class 0 = (0.8, 0.1, 0.1); loss = −Σ q·log softmax(z).
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([0, IGNORE_INDEX])
+    log_p = [v - math.log(math.e + 1 + math.exp(-1)) for v in (1.0, 0.0, -1.0)]
+    expected = -(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2])
+    assert get_task("classification").loss(logits, y, smoothing=0.3).item() == pytest.approx(expected, rel=1e-6)
+    # Multilabel, ε = 0.2: a present emotion's target is 0.9, an absent one's 0.1.
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    bce = -(0.9 * math.log(sig(2.0)) + 0.1 * math.log(1 - sig(2.0)) + 0.1 * math.log(sig(-1.0)) + 0.9 * math.log(1 - sig(-1.0))) / 2
+    got = get_task("multilabel").loss(torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 0.0]]), smoothing=0.2)
+    assert got.item() == pytest.approx(bce, rel=1e-6)
+
+
 def test_ensemble_logits_give_back_the_mean_output():
     a, b = torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, -2.0]])
     task = get_task("multilabel")

@@ -201,6 +201,7 @@ def evaluate(
     accuracy. Regression: MAE, correlation, Acc-2 and F1 (with and without zeros), Acc-5, Acc-7.
     """
     from joyful.errors import JoyfulError
+    from joyful.training.inference import PREDICTION_KEYS
 
     if group_map is not None and groups is None:
         raise JoyfulError("--group-map needs --groups KEY (the column of the map that holds the groups)")
@@ -232,7 +233,7 @@ def evaluate(
             metrics["ci"] = intervals.bootstrap_intervals(intervals.scored(metrics, seen), n_resamples=resamples)
         if groups is not None:
             metrics["groups"] = fairness.evaluated_groups(seen, metrics, members, groups)
-    for key in ("y_true", "y_pred", "y_prob"):
+    for key in PREDICTION_KEYS:
         metrics.pop(key, None)
     if as_json:
         typer.echo(json.dumps(metrics))

@@ -137,10 +137,17 @@ class JoyfulConfig:
 
     # ---- (D) classifier and objective
     classifier_hidden: int = 100
+    classifier_skip: bool = False
+    """The classifier also reads each utterance's fused node beside the graph encoder's output, so
+    the utterance's own signal need not survive the graph layers (COGMEN's public code does this;
+    the paper and Joyful's public code classify the encoder's output alone)."""
     alpha: float = 0.06
     """Weight of the fusion loss L_mf."""
     beta: float = 0.3
     """Weight of the contrastive loss L_ct (0.3 IEMOCAP/MELD, 0.1 MOSEI)."""
+    label_smoothing: float = 0.0
+    """ε of the supervised loss: the target is (1 − ε)·one-hot + ε/classes, so 5k utterances with
+    debatable labels (IEMOCAP's hap/exc, neu/fru) are not fitted to certainty (regression: unused)."""
     class_weights: bool = False
     """Weight cross-entropy by inverse class frequency, or each emotion's BCE positives by
     negatives/positives (multilabel); off in the paper."""
@@ -207,7 +214,7 @@ class JoyfulConfig:
         if self.causal and self.window_future != 0:
             raise bad("window_future", f"a causal model sees no future utterance, so it must be 0, not {self.window_future}")
         for name in ("feature_mask_ratio", "edge_perturb_ratio", "proximity_ratio", "dropout", "modality_dropout",
-                     "ema_decay"):
+                     "ema_decay", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise bad(name, "must be in [0, 1)")
         for name in ("global_layers", "global_heads", "specific_dim", "n_bases", "gnn_layers", "gnn_hidden",
@@ -229,6 +236,10 @@ class JoyfulConfig:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
         if self.logreg_c <= 0:
             raise bad("logreg_c", "must be positive")
+        if self.architecture == "context-lr" and self.ensemble > 1:
+            # L-BFGS to convergence on the same data ignores the seed: N members would be N copies
+            raise bad("ensemble", f"must be 1 for context-lr (a deterministic fit: {self.ensemble} seeds give {self.ensemble} "
+                                  "identical models)")
 
     @property
     def modality_order(self) -> tuple[str, ...]:

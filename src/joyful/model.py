@@ -37,6 +37,10 @@ class JoyfulModel(nn.Module):
     ``L_all = α·L_mf + β·L_ct + L_ce`` with the classifier on ``H(1) + H(2)``; L_ce is the
     task's supervised loss (cross-entropy, per-emotion BCE, or L1 for sentiment).
 
+    With ``classifier_skip`` the classifier reads ``[H; h]``, the graph output beside the
+    fused node itself (COGMEN's public code), so context is added to the utterance's own
+    evidence rather than replacing it.
+
     Utterances that lack a modality (NaN rows) get a learned missing-modality vector first.
 
     Inference: no augmentation. Both views are then the clean window graph with all
@@ -84,6 +88,8 @@ class JoyfulModel(nn.Module):
                 config.dropout,
             )
         width = self.encoder.out_dim if self.encoder is not None else self.fusion.out_dim
+        if config.classifier_skip and self.encoder is not None:
+            width += self.fusion.out_dim
         self.classifier = MLP(width, config.classifier_hidden, n_classes, config.dropout)
         self.inference_edge_noise = 0.0
         """Robustness study: fraction of random edges added to the graph at inference (not saved)."""
@@ -143,8 +149,11 @@ class JoyfulModel(nn.Module):
             encoded = self._encode(fused.nodes, *self._graph(batch))
             if c.use_gcl:
                 encoded = 2 * encoded
-        logits = self.classifier(encoded)
-        losses["ce"] = self.task.loss(logits, batch.y, class_weight)  # CE, BCE or L1, by task
+        if c.classifier_skip and self.encoder is not None:  # the clean node, in training as at inference
+            logits = self.classifier(torch.cat([encoded, fused.nodes], dim=1))
+        else:
+            logits = self.classifier(encoded)
+        losses["ce"] = self.task.loss(logits, batch.y, class_weight, c.label_smoothing)  # CE, BCE or L1, by task
         losses["all"] = c.alpha * losses["mf"] + c.beta * losses["ct"] + losses["ce"]
         return JoyfulOutput(logits, losses, fused.nodes, encoded)
 

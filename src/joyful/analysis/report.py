@@ -82,6 +82,7 @@ def write_report(
     fairness = _group_table(dataset, metrics, groups, group_map) if groups is not None else None
     y_true, y_pred = metrics.pop("y_true"), metrics.pop("y_pred")
     y_prob = metrics.pop("y_prob", None)
+    metrics.pop("y_uncalibrated")
     task = metrics.get("task", "classification")
 
     def figure(name: str, title: str, caption: str) -> Figure:

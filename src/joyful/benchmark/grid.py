@@ -29,6 +29,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from joyful.benchmark.ensembles import write_ensembles
 from joyful.benchmark.folds import materialise_folds
 from joyful.benchmark.gridfile import Cell, Grid, load_grid
 from joyful.benchmark.inputs import fingerprint, materialise
@@ -92,6 +93,8 @@ def run_grid(
         _train_parallel(todo, grid, out, folds, inputs, progress, jobs)
     records = [load_result(run_dir(out, t.cell, t.seed, t.fold)) for t in plan]
     write_tables(records, grid.cells, out, held_out=held_out or None)
+    if len(grid.seeds) > 1:
+        write_ensembles(records, grid.cells, out, reference=grid.reference, held_out=held_out or None)
     if grid.reference is not None:
         write_significance(records, grid.cells, grid.reference, out)
     return out

@@ -3,9 +3,9 @@
 ``result.json`` is written atomically and last, so its presence is the definition of a
 finished run: a resumed grid skips exactly the runs that have one. It holds what the
 tables and the significance tests need (metrics, the test labels and predictions for
-the paired bootstrap: class ids, 0/1 rows per emotion, or scores, as the task has them)
-and what makes the number traceable (full config, seed, data
-hashes, package version, wall time, best epoch). With cross-validation, the data are the
+the paired bootstrap: class ids, 0/1 rows per emotion, or scores, as the task has them;
+the outputs at temperature 1 for the seed-ensemble tables) and what makes the number
+traceable (full config, seed, data hashes, package version, wall time, best epoch). With cross-validation, the data are the
 fold's files and ``fold`` names the fold (``null`` without cross-validation).
 """
 
@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from joyful import __version__
 from joyful.atomic import atomic_write_text
@@ -56,6 +58,8 @@ def run_one(
     wall = time.perf_counter() - started
     y_true, y_pred = scores.pop("y_true"), scores.pop("y_pred")
     scores.pop("y_prob", None)  # multilabel: the bootstrap pairs the decisions, not the probabilities
+    # what a seed ensemble of this cell averages (joyful.benchmark.ensembles); 6 digits keep the file small
+    y_uncalibrated = np.round(np.asarray(scores.pop("y_uncalibrated"), dtype=np.float64), 6).tolist()
     best = clf.result.best_valid or {}
     record = {
         "cell": cell.name,
@@ -77,6 +81,7 @@ def run_one(
         "history": [r.row() for r in clf.result.history],
         "y_true": y_true,
         "y_pred": y_pred,
+        "y_uncalibrated": y_uncalibrated,
     }
     atomic_write_text(directory / RESULT, json.dumps(record, indent=1) + "\n")
     return record

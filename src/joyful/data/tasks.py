@@ -86,18 +86,22 @@ class Task:
         return ~torch.isnan(y)
 
     # ------------------------------------------------------------------ head and loss
-    def loss(self, logits: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
+    def loss(self, logits: Tensor, y: Tensor, weight: Tensor | None = None, smoothing: float = 0.0) -> Tensor:
         """The supervised term L_ce of L_all over the labelled rows (0 when none is).
 
         ``weight``: per class (cross-entropy) or per emotion (BCE positive weight); unused for regression.
+        ``smoothing``: label smoothing ε, the target mixed with the uniform distribution over the
+        classes (or with 1/2 for each emotion); a score has no distribution to mix with, so
+        regression leaves it out.
         """
         known = self.labelled(y)
         if not known.any():
             return logits.sum() * 0.0
         if self.name == "classification":
-            return F.cross_entropy(logits[known], y[known], weight=weight)
+            return F.cross_entropy(logits[known], y[known], weight=weight, label_smoothing=smoothing)
         if self.name == "multilabel":
-            return F.binary_cross_entropy_with_logits(logits[known].float(), y[known], pos_weight=weight)
+            target = y[known] * (1.0 - smoothing) + smoothing / 2
+            return F.binary_cross_entropy_with_logits(logits[known].float(), target, pos_weight=weight)
         return F.l1_loss(logits[known][:, 0].float(), y[known])
 
     def outputs(self, logits: Tensor) -> Tensor:

@@ -23,6 +23,9 @@ from joyful.model import JoyfulModel
 from joyful.training import distributed
 from joyful.training.device import autocast, module_device
 
+#: What ``evaluate_encoded(..., with_predictions=True)`` adds to the metrics: per-utterance lists, not scores.
+PREDICTION_KEYS = ("y_true", "y_pred", "y_prob", "y_uncalibrated")
+
 
 def served_outputs(task: Task, logits: Tensor | np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """The task's outputs of ``logits / temperature``, on the host: the one place calibration is applied.
@@ -85,7 +88,8 @@ def evaluate_encoded(
     multilabel also get ``ece`` (of the probabilities served, at the model's temperature)
     and ``ece_uncalibrated`` (at temperature 1), so a report shows what calibration did.
     ``with_predictions`` adds ``y_true`` and ``y_pred`` (class indices, 0/1 rows, or
-    scores; classification and multilabel also ``y_prob``, the served probabilities), in
+    scores; classification and multilabel also ``y_prob``, the served probabilities) and
+    ``y_uncalibrated`` (the outputs at temperature 1, what an ensemble averages), in
     utterance order, for paired comparisons such as the bootstrap.
     """
     task = model.task
@@ -101,14 +105,15 @@ def evaluate_encoded(
     else:
         y_pred = y_out
         metrics = regression_metrics(y_true, y_pred)
+    y_uncalibrated = served_outputs(task, z)
     if task.name != "regression":
         metrics.update(
             ece=expected_calibration_error(task.name, y_true, y_out),
-            ece_uncalibrated=expected_calibration_error(task.name, y_true, served_outputs(task, z)),
+            ece_uncalibrated=expected_calibration_error(task.name, y_true, y_uncalibrated),
         )
     if with_predictions:
         truth = y_true.astype(np.int64) if task.name == "multilabel" else y_true
-        metrics.update(y_true=truth.tolist(), y_pred=y_pred.tolist())
+        metrics.update(y_true=truth.tolist(), y_pred=y_pred.tolist(), y_uncalibrated=y_uncalibrated.tolist())
         if task.name != "regression":
             metrics["y_prob"] = y_out.tolist()
     return metrics
