@@ -30,9 +30,9 @@ from joyful.benchmark.folds import fold_label
 from joyful.benchmark.formats import markdown_table, p_value, write_csv
 from joyful.benchmark.gridfile import Cell
 from joyful.benchmark.scores import TaskScores, scores_of
+from joyful.benchmark.significance import ALPHA
 from joyful.benchmark.stats import paired_compare_to_reference
-
-ALPHA = 0.05
+from joyful.benchmark.tables import mean_std
 
 
 def ensemble_metrics(runs: Sequence[dict[str, Any]], task: str) -> dict[str, Any]:
@@ -67,8 +67,8 @@ def _eligible(runs: Sequence[dict[str, Any]], task: str) -> bool:
 def write_ensembles(
     records: Sequence[dict[str, Any]], cells: Sequence[Cell], out: Path, *, reference: str | None = None,
     held_out: dict[int, str | None] | None = None,
-) -> bool:
-    """Write ``ensembles.csv``/``.md`` for the cells whose runs allow it; ``False`` (nothing written) if none does."""
+) -> None:
+    """Write ``ensembles.csv``/``.md`` for the cells whose runs allow it (nothing when none does)."""
     spec = scores_of(records)
     key = spec.primary.key
     rows: list[dict[str, Any]] = []
@@ -83,16 +83,15 @@ def write_ensembles(
             members = sorted((r for r in runs if r.get("fold") == fold), key=lambda r: r["seed"])
             scores[fold] = ensemble_metrics(members, spec.task.name)[key]
         per_fold[cell.name] = scores
-        values = list(scores.values())
+        mean, std = mean_std(list(scores.values()))
         rows.append({
             "cell": cell.name, "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in runs})),
-            "n_folds": len(values), f"{key}_mean": float(np.mean(values)),
-            f"{key}_std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-            f"{key}_single_mean": float(np.mean([r["metrics"][key] for r in runs])),
+            "n_folds": len(scores), f"{key}_mean": mean, f"{key}_std": std,
+            f"{key}_single_mean": mean_std([r["metrics"][key] for r in runs])[0],
             **{f"{key}_fold_{f}": v for f, v in scores.items()},
         })
     if not rows:
-        return False
+        return
     tests = {}
     if reference is not None and reference in per_fold and len(per_fold) > 1:
         tests = {c.variant: c for c in paired_compare_to_reference(per_fold, reference, ALPHA)}
@@ -103,7 +102,6 @@ def write_ensembles(
                 "p_w_BH": c.p_w_adjusted if c else None}
     write_csv(out / "ensembles.csv", rows)
     _write_markdown(out / "ensembles.md", rows, folds, spec, reference if tests else None, held_out or {})
-    return True
 
 
 def _write_markdown(

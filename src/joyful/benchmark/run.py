@@ -5,8 +5,9 @@ finished run: a resumed grid skips exactly the runs that have one. It holds what
 tables and the significance tests need (metrics, the test labels and predictions for
 the paired bootstrap: class ids, 0/1 rows per emotion, or scores, as the task has them;
 the outputs at temperature 1 for the seed-ensemble tables) and what makes the number
-traceable (full config, seed, data hashes, package version, wall time, best epoch). With cross-validation, the data are the
-fold's files and ``fold`` names the fold (``null`` without cross-validation).
+traceable (full config, seed, data hashes, package version, wall time, best epoch). With
+cross-validation, the data are the fold's files and ``fold`` names the fold (``null``
+without cross-validation).
 """
 
 from __future__ import annotations

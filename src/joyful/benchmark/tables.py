@@ -64,7 +64,8 @@ def _order(cells: Sequence[Cell]) -> Callable[[dict[str, Any]], tuple[int, int, 
     return lambda r: (position[r["cell"]], r.get("fold") or 0, r["seed"])
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof 1) of the values present; the std is ``None`` for fewer than two."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
@@ -92,7 +93,7 @@ def _summary(
     per_label = [spec.per_label_f1(r["metrics"]) for r in runs]
     columns |= {f"f1_{label}": [f1[label] for f1 in per_label if label in f1] for label in labels}
     for name, values in columns.items():
-        row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
+        row[f"{name}_mean"], row[f"{name}_std"] = mean_std(values)
     return row
 
 
@@ -135,7 +136,7 @@ def _write_fold_tables(
                                    "n_seeds": len(runs), "seeds": " ".join(str(r["seed"]) for r in runs),
                                    "n_utterances": runs[0]["metrics"]["n_utterances"] if runs else None}
             for name in spec.keys:
-                row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r["metrics"].get(name) for r in runs])
+                row[f"{name}_mean"], row[f"{name}_std"] = mean_std([r["metrics"].get(name) for r in runs])
             rows.append(row)
     write_csv(out / "results_by_fold.csv", rows)
     by_key = {(r["cell"], r["fold"]): r for r in rows}
@@ -169,4 +170,4 @@ def _run_row(record: dict[str, Any], labels: list[str], spec: TaskScores, cv: bo
     return row
 
 
-__all__ = ["write_tables", "is_cv"]
+__all__ = ["write_tables", "is_cv", "mean_std"]
