@@ -279,7 +279,7 @@ def test_ensemble_metrics_average_probabilities_before_the_decision():
     b = {**a, "seed": 2, "y_uncalibrated": [[0.2, 0.8], [0.45, 0.55], [0.2, 0.8]]}
     metrics = ensemble_metrics([a, b], "classification")
     assert metrics["weighted_f1"] == pytest.approx(1 / 3) and metrics["accuracy"] == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="seed 2 scored other test utterances than seed 1"):
+    with pytest.raises(JoyfulError, match="seed 2 scored other test utterances than seed 1"):
         ensemble_metrics([a, {**b, "y_true": [0, 1, 0]}], "classification")
 
 

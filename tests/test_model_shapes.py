@@ -11,6 +11,7 @@ import torch
 from joyful.batching import IGNORE_INDEX, EncodedDialogue, collate, encode_dialogues
 from joyful.config import JoyfulConfig
 from joyful.data.labels import LabelSet
+from joyful.errors import JoyfulError
 from joyful.model import JoyfulModel
 from joyful.nn.graph import window_graph
 from joyful.synthetic import generate_dialogues
@@ -405,3 +406,53 @@ def test_mixed_lengths_1_and_40(over):
     # in the clean graph the lone utterance has only its self-loop
     ei, _ = window_graph(batch.lengths, batch.speaker, model.config.window_past, model.config.window_future, 2)
     assert ((ei[1] == 0) | (ei[0] == 0)).sum() == 1
+
+
+def test_inference_views_average_the_classifier_over_augmented_view_pairs(monkeypatch):
+    # inference_views = 3: six encoder passes, views FM+EP / FM+GP in turn, on the running
+    # BatchNorm statistics; the reference recomputes each pass from its recorded draw (kept
+    # columns, edges) and averages the classifier's logits over the three sums H(1) + H(2)
+    from test_equations import ref_encoder, ref_mlp, triples
+
+    torch.manual_seed(2)
+    batch = make_batch(2, seed=3)
+    model = make_model(make_config(inference_views=3))
+    model.train()(batch)
+    model.eval()
+    rec = Recorder(monkeypatch, model)
+    with torch.no_grad():
+        out = rec.forward(batch)
+    assert [name for name, *_ in rec.calls if name in ("FM", "EP", "GP")] == ["FM", "EP", "FM", "GP"] * 3
+    clean = ref_model_forward(model, batch, training=False)
+    enc = dict(heads=model.config.gnn_heads, hidden=model.config.gnn_hidden, training=False)
+    passes = []
+    for call in rec.named("ENC"):
+        h, ei, et = encoder_inputs(call)
+        keep = (~(h == 0).all(0)).double().numpy()
+        passes.append(ref_encoder(model.encoder, clean["nodes"] * keep, triples(ei, et), **enc))
+    assert len(passes) == 6
+    sums = [passes[i] + passes[i + 1] for i in (0, 2, 4)]
+    expected = np.mean([ref_mlp(s, model.classifier) for s in sums], axis=0)
+    np.testing.assert_allclose(out.logits.double().numpy(), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.encoded.double().numpy(), np.mean(sums, axis=0), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(expected, clean["logits"], atol=1e-3), "the views changed nothing"
+
+
+def test_inference_views_are_repeatable_and_leave_the_global_generator_alone():
+    batch = make_batch(2, seed=3)
+    model = make_model(make_config(inference_views=2)).eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        state = torch.get_rng_state()
+        a = model(batch).logits
+        assert torch.equal(torch.get_rng_state(), state), "views drawn from the global generator"
+        torch.manual_seed(7)
+        assert torch.equal(a, model(batch).logits)
+        model.config = model.config.replace(seed=5)  # the config's seed chooses the draws
+        assert not torch.allclose(a, model(batch).logits)
+
+
+@pytest.mark.parametrize("over", [{"inference_views": -1}, {"inference_views": 2, "use_gcl": False}])
+def test_inference_views_need_a_count_and_trained_views(over):
+    with pytest.raises(JoyfulError, match="inference_views"):
+        make_config(**over)

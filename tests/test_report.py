@@ -240,6 +240,19 @@ def test_training_curves_draw_each_tasks_validation_scores(task, drawn, tmp_path
         assert np.isnan(right.lines[1].get_ydata()[0]) and right.lines[1].get_ydata()[1] == 0.6
 
 
+def test_training_curves_mark_the_epoch_training_kept_and_draw_the_validation_loss(tmp_path, drawn):
+    # select_by = "loss" kept epoch 2 (lowest validation loss) although weighted F1 peaks at epoch 3:
+    # the marker follows the kept epoch, and the validation loss is drawn beside the training losses
+    losses = {"loss_all": 1.0, "loss_ce": 0.5, "loss_mf": 0.3, "loss_ct": 0.2}
+    rows = [{"epoch": e, **losses, "valid_loss": v, "valid_weighted_f1": f}
+            for e, v, f in ((1, 1.4, 0.3), (2, 1.1, 0.5), (3, 1.3, 0.6))]
+    plots.plot_training_curves(rows, tmp_path / "curves.png", best_epoch=2)
+    left, right = drawn[0].axes
+    assert [line.get_label() for line in left.lines][-1] == "validation L_ce"
+    assert list(left.lines[-1].get_ydata()) == [1.4, 1.1, 1.3]
+    assert right.lines[-1].get_label() == "best epoch 2" and right.lines[-1].get_xdata()[0] == 2
+
+
 def test_emotion_groups_are_the_single_emotion_or_none_or_several():
     labels = [("sad",), (), ("happy", "fear"), ("fear",), ("happy", "sad", "anger")]
     names, order = emotion_groups(labels, list(EMOTIONS))

@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY, WIDTHS
 from joyful import Joyful, JoyfulConfig
-from joyful.errors import DataError
+from joyful.errors import DataError, JoyfulError
 from joyful.io.jsonl import read_jsonl, write_jsonl
 from joyful.synthetic import DEFAULT_LABELS, generate_dialogues
 from joyful.training.checkpoint import load_checkpoint
@@ -55,7 +55,7 @@ def test_checkpoint_records_the_run(trained):
     assert meta["best_epoch"] == clf.result.best_epoch
     assert meta["valid_metrics"]["weighted_f1"] == clf.result.best_valid["weighted_f1"]
     history = (out / "history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,seconds,loss_all,loss_ce,loss_mf,loss_ct,valid_accuracy")
+    assert history[0].startswith("epoch,seconds,loss_all,loss_ce,loss_mf,loss_ct,valid_loss,valid_accuracy")
     assert len(history) == 1 + len(clf.result.history)
 
 
@@ -187,3 +187,32 @@ def test_moving_average_of_weights_is_what_training_keeps(data_dir, monkeypatch)
     for name in ("classifier.0.weight", "encoder.project.weight", "encoder.norms.0.running_mean"):
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
     assert not torch.allclose(got["classifier.0.weight"], steps[-1]["classifier.0.weight"])  # not the last raw step
+
+
+def test_validation_loss_is_the_cross_entropy_of_the_uncalibrated_outputs(trained, data_dir):
+    clf, _ = trained
+    m = clf.evaluate(data_dir / "test.jsonl", with_predictions=True)
+    p = np.asarray(m["y_uncalibrated"])
+    nll = -np.mean(np.log(p[np.arange(len(p)), m["y_true"]]))
+    assert m["loss"] == pytest.approx(nll, rel=1e-4)
+
+
+def test_early_stopping_keeps_the_epoch_of_its_criterion(data_dir):
+    # no early stop (patience > epochs): the kept epoch is the history's best by the criterion,
+    # and the weights left loaded score it again on the validation data; on this run the two
+    # criteria disagree (F1 peaks at epoch 1, the loss is lowest at epoch 8), so each is checked
+    kept = {}
+    for select_by, key, best in (("score", "weighted_f1", max), ("loss", "loss", min)):
+        cfg = JoyfulConfig(**{**TINY, "epochs": 8, "patience": 20, "lr": 2e-2, "select_by": select_by,
+                              "calibrate": False})
+        clf = Joyful(cfg).fit(data_dir / "train.jsonl", data_dir / "valid.jsonl", progress=False)
+        values = [r.valid[key] for r in clf.result.history]
+        assert clf.result.best_epoch == values.index(best(values)) + 1
+        assert clf.evaluate(data_dir / "valid.jsonl")[key] == pytest.approx(best(values), rel=1e-5)
+        kept[select_by] = clf.result.best_epoch
+    assert kept["score"] != kept["loss"]
+
+
+def test_select_by_must_be_score_or_loss():
+    with pytest.raises(JoyfulError, match="select_by"):
+        JoyfulConfig(select_by="f1")

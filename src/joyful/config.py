@@ -134,6 +134,10 @@ class JoyfulConfig:
     """Ablation "w/o GCL": False trains one un-augmented view, no contrastive loss."""
     temperature: float = 0.2
     """InfoNCE temperature τ (public code: 0.2)."""
+    inference_views: int = 0
+    """0: inference classifies the clean graph, ``2·H(clean)`` (the paper). K > 0: it averages the
+    logits of K pairs of augmented views drawn as in training (seeded, so repeatable), which is
+    what the classifier and the BatchNorm statistics were fitted on; K times the encoder's cost."""
 
     # ---- (D) classifier and objective
     classifier_hidden: int = 100
@@ -171,7 +175,11 @@ class JoyfulConfig:
     batch_size: int = 32
     epochs: int = 100
     patience: int = 15
-    """Early stopping: epochs without a better validation weighted F1."""
+    """Early stopping: epochs without a better validation score (see ``select_by``)."""
+    select_by: str = "score"
+    """What early stopping keeps the best epoch by: ``score``, the task's validation metric (weighted F1,
+    or MAE for a sentiment score), or ``loss``, the validation cross-entropy (BCE, L1), which moves
+    smoothly where a few validation dialogues make F1 jump from epoch to epoch."""
     ema_decay: float = 0.97
     """> 0: validate, checkpoint and keep an exponential moving average of the weights (and
     BatchNorm statistics), updated after every optimiser step with this decay, instead of
@@ -222,6 +230,10 @@ class JoyfulConfig:
                      "logreg_max_iter", "finetune_epochs", "finetune_batch_size", "finetune_max_tokens"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        if self.inference_views < 0:
+            raise bad("inference_views", "must be 0 (the clean graph) or a number of view pairs")
+        if self.inference_views > 0 and not self.use_gcl:
+            raise bad("inference_views", "needs use_gcl: without it no augmented views were trained on")
         if self.temperature <= 0 or self.lr <= 0:
             raise bad("temperature" if self.temperature <= 0 else "lr", "must be positive")
         if self.finetune_folds < 2:
@@ -230,6 +242,8 @@ class JoyfulConfig:
             raise bad("task", f"must be auto or one of {', '.join(TASKS)}")
         if self.speaker_relations not in ("pairs", "same-other"):
             raise bad("speaker_relations", "must be 'pairs' or 'same-other'")
+        if self.select_by not in ("score", "loss"):
+            raise bad("select_by", "must be 'score' or 'loss'")
         if self.thresholds not in ("fixed", "validation"):
             raise bad("thresholds", "must be 'fixed' or 'validation'")
         if self.precision not in PRECISIONS:

@@ -46,6 +46,12 @@ class JoyfulModel(nn.Module):
     Inference: no augmentation. Both views are then the clean window graph with all
     features, so H(1) = H(2) and the classifier reads ``2·H(clean)``, the same sum it was
     trained on, computed with one encoder pass.
+
+    With ``inference_views = K`` inference instead draws K pairs of augmented views, as in
+    training, and averages the classifier's logits over them: the classifier then sees the
+    kind of input it was trained on (a sum of two different views, BatchNorm statistics
+    gathered from such views), not ``2·H(clean)``. The draws come from a generator seeded
+    with the config's seed, so predictions are repeatable and the global RNG is untouched.
     """
 
     def __init__(
@@ -98,19 +104,23 @@ class JoyfulModel(nn.Module):
         self.temperature: float = 1.0
         """Calibration: logits are divided by it before the task's outputs (saved in meta.json, not the state dict)."""
 
-    def _view(self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, augmentations: frozenset[str]) -> Tensor:
+    def _view(
+        self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, augmentations: frozenset[str],
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         c = self.config
         if "FM" in augmentations:
-            h = feature_mask(h, c.feature_mask_ratio, rescale=c.feature_mask_rescale)
+            h = feature_mask(h, c.feature_mask_ratio, generator, rescale=c.feature_mask_rescale)
         if "EP" in augmentations:
             edge_index, edge_type = edge_perturbation(
-                edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.edge_perturb_ratio,
+                edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.edge_perturb_ratio, generator,
                 causal=c.causal,
             )
         if "GP" in augmentations:
             edge_index, edge_type = global_proximity(
                 edge_index, edge_type, batch.lengths, batch.speaker, self.n_speakers, c.proximity_ratio,
-                order=c.katz_order, beta_scale=c.katz_beta, threshold=c.proximity_threshold, causal=c.causal,
+                order=c.katz_order, beta_scale=c.katz_beta, threshold=c.proximity_threshold, generator=generator,
+                causal=c.causal,
             )
         return self._encode(h, edge_index, edge_type)
 
@@ -136,6 +146,7 @@ class JoyfulModel(nn.Module):
         c = self.config
         fused = self.fusion(self.missing(batch.x), batch.batch, batch.position, batch.lengths)
         losses: dict[str, Tensor] = {"mf": fused.loss, "ct": fused.loss.new_zeros(())}
+        logits: Tensor | None = None
         if self.encoder is None:  # the context-free MLP baseline
             encoded = fused.nodes
         elif self.training and c.use_gcl:
@@ -145,17 +156,36 @@ class JoyfulModel(nn.Module):
             h2 = self._view(fused.nodes, edge_index, edge_type, batch, view2)
             encoded = h1 + h2
             losses["ct"] = contrastive_loss(h1, h2, c.temperature)
+        elif c.use_gcl and c.inference_views > 0:
+            encoded, logits = self._averaged_views(batch, fused.nodes)
         else:
             encoded = self._encode(fused.nodes, *self._graph(batch))
             if c.use_gcl:
                 encoded = 2 * encoded
-        if c.classifier_skip and self.encoder is not None:  # the clean node, in training as at inference
-            logits = self.classifier(torch.cat([encoded, fused.nodes], dim=1))
-        else:
-            logits = self.classifier(encoded)
+        if logits is None:
+            logits = self._logits(encoded, fused.nodes)
         losses["ce"] = self.task.loss(logits, batch.y, class_weight, c.label_smoothing)  # CE, BCE or L1, by task
         losses["all"] = c.alpha * losses["mf"] + c.beta * losses["ct"] + losses["ce"]
         return JoyfulOutput(logits, losses, fused.nodes, encoded)
+
+    def _logits(self, encoded: Tensor, nodes: Tensor) -> Tensor:
+        if self.config.classifier_skip and self.encoder is not None:  # the clean node, in training as at inference
+            return self.classifier(torch.cat([encoded, nodes], dim=1))
+        return self.classifier(encoded)
+
+    def _averaged_views(self, batch: Batch, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference on ``inference_views`` pairs of augmented views: their mean encoding and mean logits."""
+        c = self.config
+        generator = torch.Generator(device=nodes.device).manual_seed(c.seed)
+        edge_index, edge_type = self._graph(batch)
+        view1, view2 = c.views()
+        draws = [
+            self._view(nodes, edge_index, edge_type, batch, view1, generator)
+            + self._view(nodes, edge_index, edge_type, batch, view2, generator)
+            for _ in range(c.inference_views)
+        ]
+        logits = torch.stack([self._logits(encoded, nodes) for encoded in draws]).mean(0)
+        return torch.stack(draws).mean(0), logits
 
 
 __all__ = ["JoyfulModel", "JoyfulOutput"]

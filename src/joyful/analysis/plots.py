@@ -30,12 +30,6 @@ def _save(fig, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-_VALID_CURVES = (
-    ("valid_weighted_f1", "weighted F1"), ("valid_mae", "MAE"), ("valid_accuracy", "accuracy"),
-    ("valid_macro_f1", "macro F1"), ("valid_micro_f1", "micro F1"), ("valid_corr", "correlation"), ("valid_acc2", "Acc-2"),
-)
-
-
 #: Validation scores drawn per epoch when the history holds them (which ones depends on the task).
 VALID_CURVES = (
     ("valid_weighted_f1", "weighted F1"), ("valid_accuracy", "accuracy"), ("valid_macro_f1", "macro F1"),
@@ -43,25 +37,32 @@ VALID_CURVES = (
 )
 
 
-def plot_training_curves(rows: Sequence[dict], path: str | os.PathLike) -> None:
+def plot_training_curves(rows: Sequence[dict], path: str | os.PathLike, best_epoch: int | None = None) -> None:
     """Loss parts (L_all, L_ce, L_mf, L_ct) per epoch on the left, validation scores on the right.
 
-    The best epoch is the one early stopping keeps: lowest MAE for regression (the only
-    task whose history has it), else highest weighted F1. A score missing from an epoch
-    (Pearson's r of a constant prediction) leaves a gap in its curve.
+    The dotted line marks ``best_epoch``, the epoch training kept; when the caller does not
+    know it, the one early stopping keeps by default: lowest MAE for regression (the only
+    task whose history has it), else highest weighted F1. The validation loss, when the
+    history has it, is drawn dashed beside the training losses (``select_by = "loss"``
+    keeps its lowest epoch). A score missing from an epoch (Pearson's r of a constant
+    prediction) leaves a gap in its curve.
     """
     epochs = [r["epoch"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key, name in (("loss_all", "L_all"), ("loss_ce", "L_ce"), ("loss_mf", "L_mf"), ("loss_ct", "L_ct")):
         left.plot(epochs, [r[key] for r in rows], label=name)
-    left.set(xlabel="epoch", ylabel="training loss (mean over batches)", yscale="log", title="losses")
+    if any("valid_loss" in r for r in rows):
+        left.plot(epochs, [r.get("valid_loss", np.nan) for r in rows], linestyle="--", label="validation L_ce")
+    left.set(xlabel="epoch", ylabel="loss (training: mean over batches)", yscale="log", title="losses")
     left.legend()
     present = [(key, name) for key, name in VALID_CURVES if any(key in r for r in rows)]
     if present:
         curves = {key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float) for key, _ in present}
         for key, name in present:
             right.plot(epochs, curves[key], label=name)
-        if "valid_mae" in curves:
+        if best_epoch is not None and best_epoch in epochs:
+            best = epochs.index(best_epoch)
+        elif "valid_mae" in curves:
             best = int(np.nanargmin(curves["valid_mae"]))
         else:
             best = int(np.nanargmax(curves.get("valid_weighted_f1", curves[present[0][0]])))

@@ -129,7 +129,7 @@ def write_report(
         rows = [r for r in rows if r.get("member") == min(members)]
         notes.append(f"Training curves show the first of the ensemble's {len(members)} members.")
     if rows:
-        plot_training_curves(rows, curves.path)
+        plot_training_curves(rows, curves.path, best_epoch=meta.get("best_epoch") or None)
         figures.append(curves)
     else:
         curves.path.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from joyful.benchmark.scores import TaskScores, scores_of
 from joyful.benchmark.significance import ALPHA
 from joyful.benchmark.stats import paired_compare_to_reference
 from joyful.benchmark.tables import mean_std
+from joyful.errors import JoyfulError
 
 
 def ensemble_metrics(runs: Sequence[dict[str, Any]], task: str) -> dict[str, Any]:
@@ -45,8 +46,8 @@ def ensemble_metrics(runs: Sequence[dict[str, Any]], task: str) -> dict[str, Any
     first = runs[0]
     for r in runs[1:]:
         if r["y_true"] != first["y_true"]:
-            raise ValueError(f"cell {r['cell']!r}, fold {r.get('fold')}: seed {r['seed']} scored other test utterances "
-                             f"than seed {first['seed']}")
+            raise JoyfulError(f"cell {r['cell']!r}, fold {r.get('fold')}: seed {r['seed']} scored other test utterances "
+                              f"than seed {first['seed']} (its result.json is from other data: delete it to rerun)")
     y_true = np.asarray(first["y_true"])
     mean = np.mean([np.asarray(r["y_uncalibrated"], dtype=np.float64) for r in runs], axis=0)
     labels = first["metrics"].get("labels")

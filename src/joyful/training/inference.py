@@ -84,7 +84,8 @@ def evaluate_encoded(
 ) -> dict:
     """The task's metrics over every labelled utterance of ``dialogues``.
 
-    ``thresholds``: per emotion (multilabel; default 0.5 each). Classification and
+    ``thresholds``: per emotion (multilabel; default 0.5 each). ``loss`` is the task's
+    supervised loss (cross-entropy, BCE or L1) of the logits at temperature 1. Classification and
     multilabel also get ``ece`` (of the probabilities served, at the model's temperature)
     and ``ece_uncalibrated`` (at temperature 1), so a report shows what calibration did.
     ``with_predictions`` adds ``y_true`` and ``y_pred`` (class indices, 0/1 rows, or
@@ -106,6 +107,8 @@ def evaluate_encoded(
         y_pred = y_out
         metrics = regression_metrics(y_true, y_pred)
     y_uncalibrated = served_outputs(task, z)
+    if len(z):  # the supervised loss at temperature 1, what early stopping with select_by = "loss" watches
+        metrics["loss"] = float(task.loss(torch.from_numpy(z), torch.from_numpy(y_true)))
     if task.name != "regression":
         metrics.update(
             ece=expected_calibration_error(task.name, y_true, y_out),

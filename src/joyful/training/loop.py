@@ -20,7 +20,7 @@ from joyful.training.seeding import seed_everything
 
 LOSS_PARTS = ("all", "ce", "mf", "ct")
 #: Validation scores kept in the history, whichever of them the task reports.
-HISTORY_METRICS = ("accuracy", "weighted_f1", "macro_f1", "micro_f1", "mae", "corr", "acc2")
+HISTORY_METRICS = ("loss", "accuracy", "weighted_f1", "macro_f1", "micro_f1", "mae", "corr", "acc2")
 
 
 @dataclass
@@ -149,7 +149,7 @@ def train(
         result.history.append(record)
         if on_epoch and main:
             on_epoch(record)
-        score = (selection(valid) if selection else model.task.selection_score(valid)) if valid else float(epoch)
+        score = _selection_score(model, valid, selection) if valid else float(epoch)
         improved = score > best_score
         if ranks:  # decided once, by rank 0, so no process stops or checkpoints alone
             improved = distributed.from_main(improved)
@@ -171,6 +171,15 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _selection_score(model: JoyfulModel, valid: dict, selection: Callable[[dict | None], float] | None) -> float:
+    """Higher is better: the caller's ``selection``, else the config's ``select_by``."""
+    if selection is not None:
+        return selection(valid)
+    if model.config.select_by == "loss":
+        return -valid["loss"]
+    return model.task.selection_score(valid)
 
 
 def _snapshot(model: JoyfulModel) -> dict:

@@ -126,7 +126,8 @@ def train_members(
         tensorboard.close()
         if out_dir is not None and history:  # also after an interruption: the curves so far
             first = [r.row() for r in history if r.member in (None, 0)]
-            plot_training_curves(first, out_dir / "training_curves.png")
+            kept = results[0].best_epoch if results else None
+            plot_training_curves(first, out_dir / "training_curves.png", best_epoch=kept or None)
     if config.ensemble == 1:
         return results[0]
     return TrainResult(
