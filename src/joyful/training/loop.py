@@ -84,8 +84,8 @@ def train(
     """Train in place and leave the best weights loaded.
 
     ``on_improvement`` is called after every epoch that beats the best selection score so
-    far (the task's validation metric — weighted F1, or −MAE for regression — or
-    ``selection(valid_metrics)`` when given; every epoch
+    far (the task's validation metric — weighted F1, or −MAE for regression —, the negated
+    validation loss with ``select_by = "loss"``, or ``selection(valid_metrics)`` when given; every epoch
     without a validation set); the caller writes the checkpoint there, so an interrupted
     run keeps its best model. ``initial_score`` is the selection score of the weights as
     given (fine-tuning a trained model): they count as epoch 0, and are restored if no
