@@ -48,9 +48,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if not rows:
         raise SystemExit(f"{args.out}: no finished run with a kept model (set keep_models = true in the grid)")
+    base = np.array([r[f"views_{ks[0]}"] for r in rows])
     for k in ks:
         scores = np.array([r[f"views_{k}"] for r in rows])
-        base = np.array([r[f"views_{ks[0]}"] for r in rows])
         print(json.dumps({"views": k, "runs": len(rows), "weighted_f1": round(100 * scores.mean(), 2),
                           f"minus_views_{ks[0]}": round(100 * (scores - base).mean(), 2)}))
 

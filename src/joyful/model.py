@@ -124,6 +124,14 @@ class JoyfulModel(nn.Module):
             )
         return self._encode(h, edge_index, edge_type)
 
+    def _view_pair(
+        self, h: Tensor, edge_index: Tensor, edge_type: Tensor, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """H(1), H(2): view 1 then view 2 of the graph, each augmented as configured, through the shared encoder."""
+        view1, view2 = self.config.views()
+        return (self._view(h, edge_index, edge_type, batch, view1, generator),
+                self._view(h, edge_index, edge_type, batch, view2, generator))
+
     def _encode(self, h: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
         """The graph encoder on edges typed by pair (as built and augmented), folded first if configured."""
         if self.config.speaker_relations == "same-other":
@@ -150,10 +158,7 @@ class JoyfulModel(nn.Module):
         if self.encoder is None:  # the context-free MLP baseline
             encoded = fused.nodes
         elif self.training and c.use_gcl:
-            edge_index, edge_type = self._graph(batch)
-            view1, view2 = c.views()
-            h1 = self._view(fused.nodes, edge_index, edge_type, batch, view1)
-            h2 = self._view(fused.nodes, edge_index, edge_type, batch, view2)
+            h1, h2 = self._view_pair(fused.nodes, *self._graph(batch), batch)
             encoded = h1 + h2
             losses["ct"] = contrastive_loss(h1, h2, c.temperature)
         elif c.use_gcl and c.inference_views > 0:
@@ -177,13 +182,11 @@ class JoyfulModel(nn.Module):
         """Inference on ``inference_views`` pairs of augmented views: their mean encoding and mean logits."""
         c = self.config
         generator = torch.Generator(device=nodes.device).manual_seed(c.seed)
-        edge_index, edge_type = self._graph(batch)
-        view1, view2 = c.views()
-        draws = [
-            self._view(nodes, edge_index, edge_type, batch, view1, generator)
-            + self._view(nodes, edge_index, edge_type, batch, view2, generator)
-            for _ in range(c.inference_views)
-        ]
+        graph = self._graph(batch)
+        draws = []
+        for _ in range(c.inference_views):
+            h1, h2 = self._view_pair(nodes, *graph, batch, generator)
+            draws.append(h1 + h2)
         logits = torch.stack([self._logits(encoded, nodes) for encoded in draws]).mean(0)
         return torch.stack(draws).mean(0), logits
 
