@@ -7,6 +7,7 @@ encode, so the tests can tell a cache hit from a recomputation.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,16 +128,71 @@ def test_dim_is_known_without_loading_the_model(tmp_path, rec):
 
 
 def test_interrupted_run_keeps_finished_batches(tmp_path, minilm, monkeypatch):
-    texts = ["a b c d", "a b c", "a b", "a"]  # encoded longest first: two batches of two
+    texts = ["a b c d", "a b c", "a b", "a"]  # two commits of two texts each
     monkeypatch.setattr(te, "_load_model", lambda *args: _Spy(minilm, [], fail_on_call=2))
     with pytest.raises(KeyboardInterrupt):
-        _encoder(tmp_path, batch_size=2).encode(texts)
+        _encoder(tmp_path, commit_every=2).encode(texts)
     monkeypatch.undo()
 
     fresh: list[str] = []
     monkeypatch.setattr(te, "_load_model", lambda *args: _Spy(minilm, fresh))
-    _encoder(tmp_path, batch_size=2).encode(texts)
+    _encoder(tmp_path, commit_every=2).encode(texts)
     assert fresh == ["a b", "a"]
+
+
+def test_a_texts_vector_does_not_depend_on_the_texts_encoded_with_it(tmp_path, rec, minilm):
+    """Features must not depend on what the cache held: the same text, encoded alone into one
+    cache and beside much longer texts into another, gets bitwise the same vector, which is the
+    model's vector for that text in a forward pass of its own (no padding)."""
+    text = "Okay."
+    long = ["This is a much longer sentence that forces a padded batch on every shorter text. " * 3, "And another."]
+    alone = _encoder(tmp_path / "a").encode([text])[0]
+    crowded = _encoder(tmp_path / "b", commit_every=3).encode([long[0], text, long[1]])[1]
+    np.testing.assert_array_equal(alone, crowded)
+    np.testing.assert_array_equal(alone, minilm.encode([text], convert_to_numpy=True)[0])
+    # The property the batched encoding broke: padding beside a long text moves the vector.
+    padded = minilm.encode([long[0], text], batch_size=2, convert_to_numpy=True)[1]
+    assert not np.array_equal(alone, padded), "this model's padding should be visible in the last bits"
+
+
+def test_a_texts_vector_does_not_depend_on_the_callers_thread_count(tmp_path, rec, minilm):
+    """Grid workers run with one thread and a user's shell with several; the cache must hold the
+    same vectors whichever encoded first. Short texts (5-11 tokens) are where MiniLM's CPU kernels
+    sum differently with two threads than with one."""
+    import torch
+
+    texts = ["Next.", "Yes, me.", "What do you mean?", "Okay, fine.", "I don't know.", "Are you serious?"]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = minilm.encode(texts, batch_size=1, convert_to_numpy=True)
+        torch.set_num_threads(2)
+        two_threads = minilm.encode(texts, batch_size=1, convert_to_numpy=True)
+        got = _encoder(tmp_path).encode(texts)
+        assert torch.get_num_threads() == 2, "the caller's thread count is restored"
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_array_equal(got, reference)
+    if (os.cpu_count() or 1) >= 2:
+        assert not np.array_equal(reference, two_threads), "two threads should move some of these vectors"
+
+
+def test_the_vector_returned_is_the_one_the_cache_kept(tmp_path, rec):
+    """Two runs sharing a cache must use one vector per text: if another writer stored a vector
+    first, the encoder returns that one, not its own."""
+    enc = _encoder(tmp_path)
+    enc.encode(["warm up"])  # creates the cache and its table
+    planted = np.full(384, 0.5, dtype=np.float32)
+    real_encode = enc._encode_missing
+
+    def racing_writer(db, texts, digests):
+        db.execute(
+            "INSERT INTO embeddings_unbatched VALUES (?, ?, ?)", (enc.cache_key, digests["raced"], planted.tobytes())
+        )
+        return real_encode(db, texts, digests)
+
+    enc._encode_missing = racing_writer  # type: ignore[method-assign]
+    np.testing.assert_array_equal(enc.encode(["raced"])[0], planted)
 
 
 def test_ensure_text_features_fills_missing_text_features_in_one_call(tmp_path, rec, monkeypatch):

@@ -16,12 +16,10 @@ terminates the workers rather than leaving them behind.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing
 import os
 import traceback
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from joyful.benchmark.scores import TASK_SCORES, task_of
 from joyful.benchmark.significance import write_significance
 from joyful.benchmark.tables import write_tables
 from joyful.errors import JoyfulError
+from joyful.torch_threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,7 @@ def _train(
     inputs: dict[int | None, dict[str, dict[str, str]]], progress: bool,
 ) -> None:
     """Train the unfinished runs in plan order; each is on disk before the next starts."""
-    with _torch_threads(grid.threads):
+    with torch_threads(grid.threads):
         for task in tqdm(todo, desc="grid", unit="run", disable=not progress, dynamic_ncols=True):
             record = run_one(
                 task.cell, task.seed, folds[task.fold], inputs[task.fold], run_dir(out, task.cell, task.seed, task.fold),
@@ -224,20 +223,6 @@ def _worker_run(
     except Exception as e:  # noqa: BLE001
         raise RuntimeError("".join(traceback.format_exception(e)).rstrip()) from None
     return {k: record[k] for k in ("metrics", "best_epoch", "wall_seconds")}
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Apply the grid's thread count for its runs only, so a library caller's setting survives."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _finished(out: Path, task: Task, inputs: dict[str, dict[str, str]]) -> bool:

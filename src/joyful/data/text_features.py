@@ -103,7 +103,7 @@ def ensure_text_features(
 ) -> DialogueSet:
     """Encode the text of every utterance that has text but no vector, following the rule above.
 
-    All those texts go to the encoder in one call, so deduplication, batching and the
+    All those texts go to the encoder in one call, so deduplication, the cache lookup and the
     progress bar span the whole set. With ``context`` > 0 each text is encoded together
     with that many preceding turns (see :mod:`joyful.data.context_text`). An empty text is
     a missing text (a NaN row). ``origin`` is what the model was trained on
