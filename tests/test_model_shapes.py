@@ -51,7 +51,7 @@ def check_step(model: JoyfulModel, batch, *, train: bool):
     assert torch.isfinite(out.logits).all()
     for name, value in out.losses.items():
         assert value.dim() == 0 and torch.isfinite(value), name
-    assert set(out.losses) == {"mf", "ct", "ce", "all"}
+    assert set(out.losses) == {"mf", "ct", "kd", "ce", "all"}
     out.losses["all"].backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)

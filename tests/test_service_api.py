@@ -282,7 +282,7 @@ def test_texts_are_encoded_without_leaving_them_in_the_embedding_cache(text_mode
 
     from joyful.data.context_text import contextual_texts
     from joyful.data.schema import Dialogue
-    from joyful.data.text_encoder import TextEncoder
+    from joyful.data.text_encoder import CACHE_TABLE, TextEncoder
 
     clf, cache = text_model
     said = ["I can't believe you did that!", "", "Well, I'm sorry. Truly sorry, Marguerite."]
@@ -302,7 +302,7 @@ def test_texts_are_encoded_without_leaving_them_in_the_embedding_cache(text_mode
     assert len(whole["utterances"]) == 3 and np.isnan(CorrectionStore(tmp_path / "s.sqlite").dialogue("txt-whole").features["t"][1]).all()
     digests = {hashlib.sha256(s.encode()).digest() for s in [*said, *strings]}
     with sqlite3.connect(cache) as db:
-        cached = {row[0] for row in db.execute("SELECT text_sha256 FROM embeddings")}
+        cached = {row[0] for row in db.execute(f"SELECT text_sha256 FROM {CACHE_TABLE}")}
     assert cached and not digests & cached
 
 

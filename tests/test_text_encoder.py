@@ -187,7 +187,7 @@ def test_the_vector_returned_is_the_one_the_cache_kept(tmp_path, rec):
 
     def racing_writer(db, texts, digests):
         db.execute(
-            "INSERT INTO embeddings_unbatched VALUES (?, ?, ?)", (enc.cache_key, digests["raced"], planted.tobytes())
+            f"INSERT INTO {te.CACHE_TABLE} VALUES (?, ?, ?)", (enc.cache_key, digests["raced"], planted.tobytes())
         )
         return real_encode(db, texts, digests)
 

@@ -55,7 +55,7 @@ def test_checkpoint_records_the_run(trained):
     assert meta["best_epoch"] == clf.result.best_epoch
     assert meta["valid_metrics"]["weighted_f1"] == clf.result.best_valid["weighted_f1"]
     history = (out / "history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,seconds,loss_all,loss_ce,loss_mf,loss_ct,valid_loss,valid_accuracy")
+    assert history[0].startswith("epoch,seconds,loss_all,loss_ce,loss_mf,loss_ct,loss_kd,valid_loss,valid_accuracy")
     assert len(history) == 1 + len(clf.result.history)
 
 

@@ -42,6 +42,7 @@ from joyful.training.ensemble import EnsembleModel
 from joyful.training.inference import evaluate_encoded, predict_probabilities
 from joyful.training.loop import EpochRecord, TrainResult
 from joyful.training.members import build_model, train_members
+from joyful.training.teacher import check_teachers, with_teacher_probabilities
 
 FINETUNED_DIR = "text-encoder"
 CROSS_FIT_DIR = ".cross-fitting"
@@ -138,9 +139,16 @@ class Joyful:
         out_dir: str | os.PathLike | None = None,
         progress: bool = True,
         on_epoch: Callable[[EpochRecord], None] | None = None,
+        teacher: Joyful | str | os.PathLike | Sequence[Joyful | str | os.PathLike] | None = None,
     ) -> Joyful:
-        """Read and check the data, give it text features, and train (see :mod:`joyful.training.members`)."""
+        """Read and check the data, give it text features, and train (see :mod:`joyful.training.members`).
+
+        ``teacher``: trained models (fitted, or model directories; an ensemble counts as one)
+        whose mean class probabilities on the training dialogues the model is also fitted
+        to (``distill_weight``, ``distill_temperature``; :mod:`joyful.training.teacher`).
+        """
         c = self.config
+        teachers = self._teachers(teacher)
         device = self.device  # an unavailable device fails here, before any work
         ranks = distributed.current()
         if ranks is not None:
@@ -188,6 +196,11 @@ class Joyful:
         encoded_train = encode_dialogues(train_set, c.modality_order, label_set, task=task)
         widths = {m: int(encoded_train[0].features[m].shape[1]) for m in c.modality_order}
         encoded_valid = encode_dialogues(valid_set, c.modality_order, label_set, widths, task) if valid_set else None
+        if teachers:
+            if c.architecture == "context-lr":
+                raise JoyfulError("context-lr is fitted by L-BFGS on the labels alone; train it without a teacher")
+            check_teachers(teachers, label_set.labels, task)
+            encoded_train = with_teacher_probabilities(encoded_train, labelled, teachers, c.distill_temperature, progress)
         n_speakers = c.max_speakers or max(len(set(d.speakers)) for d in train_set)
         hashes = {"train": train_set.data_hash()}
         if valid_set is not None:
@@ -207,6 +220,10 @@ class Joyful:
                 "data_source": {"train": train_set.source, "valid": valid_set.source if valid_set else None},
                 "extraction": extraction_settings(train_data),
                 "n_utterances": {"train": train_set.n_utterances, "valid": valid_set.n_utterances if valid_set else 0},
+                "teachers": [
+                    {"seed": t.info.extra.get("seed"), "members": int(t.info.extra.get("ensemble_members", 1)),
+                     "data_hash": t.info.extra.get("data_hash")} for t in teachers
+                ] or None,
             },
         )
 
@@ -219,6 +236,13 @@ class Joyful:
             out_dir=Path(out_dir) if out_dir is not None else None, progress=progress, on_epoch=on_epoch,
         )
         return self
+
+    def _teachers(self, teacher) -> list[Joyful]:
+        """The fitted teachers, loading the ones given as model directories (on this model's device)."""
+        if teacher is None:
+            return []
+        given = [teacher] if isinstance(teacher, (Joyful, str, os.PathLike)) else list(teacher)
+        return [t if isinstance(t, Joyful) else Joyful.load(t, device=self.config.device) for t in given]
 
     def _finetune_text_encoder(self, train: DialogueSet, label_set: LabelSet, out_dir, progress: bool) -> None:
         c = self.config

@@ -29,6 +29,8 @@ class EncodedDialogue:
     speaker: Tensor
     label: Tensor
     n_speakers: int
+    teacher_probs: Tensor | None = None
+    """``(n, classes)``: a teacher's probabilities for each utterance, when training distils one."""
 
     def __len__(self) -> int:
         return int(self.speaker.numel())
@@ -47,6 +49,8 @@ class Batch:
     position: Tensor
     loss_scale: float = 1.0
     """0 for a stand-in batch: a process of a distributed run whose share of a batch is empty."""
+    teacher_probs: Tensor | None = None
+    """``(N, classes)``, when every dialogue of the batch has a teacher's probabilities."""
 
     @property
     def n_nodes(self) -> int:
@@ -56,6 +60,7 @@ class Batch:
         return Batch(
             ids=self.ids, x={m: fn(v) for m, v in self.x.items()}, speaker=fn(self.speaker), y=fn(self.y),
             lengths=fn(self.lengths), batch=fn(self.batch), position=fn(self.position), loss_scale=self.loss_scale,
+            teacher_probs=fn(self.teacher_probs) if self.teacher_probs is not None else None,
         )
 
     def pin_memory(self) -> Batch:
@@ -126,6 +131,7 @@ def collate(dialogues: Sequence[EncodedDialogue], max_speakers: int) -> Batch:
     lengths = torch.tensor([len(d) for d in dialogues], dtype=torch.long)
     batch = torch.repeat_interleave(torch.arange(len(dialogues)), lengths)
     starts = torch.cumsum(lengths, 0) - lengths
+    taught = all(d.teacher_probs is not None for d in dialogues)
     return Batch(
         ids=[d.id for d in dialogues],
         x={m: torch.cat([d.features[m] for d in dialogues]) for m in dialogues[0].features},
@@ -134,6 +140,7 @@ def collate(dialogues: Sequence[EncodedDialogue], max_speakers: int) -> Batch:
         lengths=lengths,
         batch=batch,
         position=torch.arange(batch.numel()) - starts[batch],
+        teacher_probs=torch.cat([d.teacher_probs for d in dialogues]) if taught else None,
     )
 
 

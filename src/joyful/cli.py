@@ -85,6 +85,9 @@ def train(
     causal: Annotated[bool, typer.Option(help="Past context only (future window 0, causal attention), for streaming with `joyful serve`.")] = False,
     modality_dropout: Annotated[Optional[float], typer.Option(help="Chance of hiding a present modality of an utterance while training, so missing modalities are handled well (e.g. 0.1).")] = None,
     ensemble: Annotated[Optional[int], typer.Option(help="Train N models with consecutive seeds that predict together (mean probability).")] = None,
+    teacher: Annotated[Optional[list[Path]], typer.Option(help="A trained model (e.g. an --ensemble one) whose probabilities on the training dialogues the new model also learns (distillation: one model at inference); repeat for several.")] = None,
+    distill_weight: Annotated[Optional[float], typer.Option(help="With --teacher: weight of the distillation term (default 1).")] = None,
+    distill_temperature: Annotated[Optional[float], typer.Option(help="With --teacher: softmax temperature of teacher and student (default 1).")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -99,6 +102,7 @@ def train(
         "modalities": modalities, "seed": seed, "epochs": epochs, "text_encoder": text_encoder, "label_set": label_set,
         "lr": lr, "batch_size": batch_size, "patience": patience, "gnn_layers": gnn_layers, "text_context": text_context,
         "ensemble": ensemble, "device": device, "precision": precision, "task": task, "thresholds": thresholds,
+        "distill_weight": distill_weight, "distill_temperature": distill_temperature,
     }.items():
         if value is not None:
             changes[name] = value
@@ -125,7 +129,7 @@ def train(
     from joyful.training import distributed
 
     if not distributed.launched_by_torchrun():
-        clf = Joyful(cfg).fit(train, valid, out_dir=out, progress=not quiet)
+        clf = Joyful(cfg).fit(train, valid, out_dir=out, progress=not quiet, teacher=teacher or None)
     else:
         import torch.distributed
 
@@ -133,7 +137,9 @@ def train(
 
         ranks, device = distributed.start(resolve_device(cfg.device))
         try:
-            clf = Joyful(cfg.replace(device=str(device))).fit(train, valid, out_dir=out, progress=not quiet)
+            clf = Joyful(cfg.replace(device=str(device))).fit(
+                train, valid, out_dir=out, progress=not quiet, teacher=teacher or None
+            )
         except torch.distributed.DistError as e:
             raise distributed.lost_peer(e) from None
         finally:

@@ -152,6 +152,13 @@ class JoyfulConfig:
     label_smoothing: float = 0.0
     """ε of the supervised loss: the target is (1 − ε)·one-hot + ε/classes, so 5k utterances with
     debatable labels (IEMOCAP's hap/exc, neu/fru) are not fitted to certainty (regression: unused)."""
+    distill_weight: float = 1.0
+    """Only when training from a teacher (``Joyful.fit(teacher=...)``, ``joyful train --teacher DIR``):
+    weight of the distillation term T²·KL(teacher ‖ student) added to L_all (see
+    :mod:`joyful.nn.distillation`); classification only."""
+    distill_temperature: float = 1.0
+    """T of the distillation term: the teacher's and the student's logits are divided by it (T > 1
+    spreads the teacher's probabilities over the classes it finds plausible)."""
     class_weights: bool = False
     """Weight cross-entropy by inverse class frequency, or each emotion's BCE positives by
     negatives/positives (multilabel); off in the paper."""
@@ -234,8 +241,11 @@ class JoyfulConfig:
             raise bad("inference_views", "must be 0 (the clean graph) or a number of view pairs")
         if self.inference_views > 0 and not self.use_gcl:
             raise bad("inference_views", "needs use_gcl: without it no augmented views were trained on")
-        if self.temperature <= 0 or self.lr <= 0:
-            raise bad("temperature" if self.temperature <= 0 else "lr", "must be positive")
+        for name in ("temperature", "lr", "distill_temperature"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "must be positive")
+        if self.distill_weight < 0:
+            raise bad("distill_weight", "must be at least 0")
         if self.finetune_folds < 2:
             raise bad("finetune_folds", "must be at least 2 (training features always come from an encoder that did not see them)")
         if self.task not in ("auto", *TASKS):

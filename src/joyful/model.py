@@ -12,6 +12,7 @@ from joyful.config import JoyfulConfig
 from joyful.data.tasks import Task, get_task
 from joyful.nn.augment import edge_perturbation, feature_mask, global_proximity, random_edges
 from joyful.nn.contrastive import contrastive_loss
+from joyful.nn.distillation import distillation_loss
 from joyful.nn.encoder import GraphEncoder
 from joyful.nn.fusion import ConcatFusion, JointFusion
 from joyful.nn.graph import num_relations, same_other_types, window_graph
@@ -170,7 +171,10 @@ class JoyfulModel(nn.Module):
         if logits is None:
             logits = self._logits(encoded, fused.nodes)
         losses["ce"] = self.task.loss(logits, batch.y, class_weight, c.label_smoothing)  # CE, BCE or L1, by task
-        losses["all"] = c.alpha * losses["mf"] + c.beta * losses["ct"] + losses["ce"]
+        losses["kd"] = logits.new_zeros(())
+        if self.training and batch.teacher_probs is not None:
+            losses["kd"] = distillation_loss(logits, batch.teacher_probs, self.task.labelled(batch.y), c.distill_temperature)
+        losses["all"] = c.alpha * losses["mf"] + c.beta * losses["ct"] + losses["ce"] + c.distill_weight * losses["kd"]
         return JoyfulOutput(logits, losses, fused.nodes, encoded)
 
     def _logits(self, encoded: Tensor, nodes: Tensor) -> Tensor:

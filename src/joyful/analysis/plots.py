@@ -38,7 +38,7 @@ VALID_CURVES = (
 
 
 def plot_training_curves(rows: Sequence[dict], path: str | os.PathLike, best_epoch: int | None = None) -> None:
-    """Loss parts (L_all, L_ce, L_mf, L_ct) per epoch on the left, validation scores on the right.
+    """Loss parts (L_all, L_ce, L_mf, L_ct, and L_kd when distilling) per epoch on the left, validation scores on the right.
 
     The dotted line marks ``best_epoch``, the epoch training kept; when the caller does not
     know it, the one early stopping keeps by default: lowest MAE for regression (the only
@@ -51,6 +51,8 @@ def plot_training_curves(rows: Sequence[dict], path: str | os.PathLike, best_epo
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key, name in (("loss_all", "L_all"), ("loss_ce", "L_ce"), ("loss_mf", "L_mf"), ("loss_ct", "L_ct")):
         left.plot(epochs, [r[key] for r in rows], label=name)
+    if any(r.get("loss_kd") for r in rows):  # only a student of a teacher has a distillation term
+        left.plot(epochs, [r["loss_kd"] for r in rows], label="L_kd (distillation)")
     if any("valid_loss" in r for r in rows):
         left.plot(epochs, [r.get("valid_loss", np.nan) for r in rows], linestyle="--", label="validation L_ce")
     left.set(xlabel="epoch", ylabel="loss (training: mean over batches)", yscale="log", title="losses")

@@ -2,7 +2,8 @@
 
 Runs go seed by seed (all cells with the first seed, then the second, ...; with
 cross-validation fold by fold within a seed), so an interrupted grid already has a
-comparable first pass over every cell. A run is finished once its ``result.json``
+comparable first pass over every cell. Cells with a ``teacher`` come last, once every
+seed of their teacher cell has its kept model. A run is finished once its ``result.json``
 exists; a rerun skips those (after checking they were made with the same config and
 data) and trains only the rest; PyTorch is imported only then, so a rerun of a finished
 grid just rewrites the tables.
@@ -86,10 +87,12 @@ def run_grid(
     todo = [t for t in plan if not _finished(out, t, inputs[t.fold])]
     tqdm.write(f"{len(plan)} runs ({_shape(grid, len(folds))}): skipped {len(plan) - len(todo)} finished, "
                f"{len(todo)} to run")
-    if todo and jobs == 1:
-        _train(todo, grid, out, folds, inputs, progress)
-    elif todo:
-        _train_parallel(todo, grid, out, folds, inputs, progress, jobs)
+    # Distilled cells need their teachers' models of every seed, so they train once all others have.
+    for phase in ([t for t in todo if t.cell.teacher is None], [t for t in todo if t.cell.teacher is not None]):
+        if phase and jobs == 1:
+            _train(phase, grid, out, folds, inputs, progress)
+        elif phase:
+            _train_parallel(phase, grid, out, folds, inputs, progress, jobs)
     records = [load_result(run_dir(out, t.cell, t.seed, t.fold)) for t in plan]
     write_tables(records, grid.cells, out, held_out=held_out or None)
     if len(grid.seeds) > 1:
@@ -97,6 +100,21 @@ def run_grid(
     if grid.reference is not None:
         write_significance(records, grid.cells, grid.reference, out)
     return out
+
+
+def _teachers(task: Task, grid: Grid, out: Path) -> list[Path] | None:
+    """The kept models of the teacher cell on the task's fold, one per grid seed (``None``: no teacher)."""
+    if task.cell.teacher is None:
+        return None
+    teacher = next(c for c in grid.cells if c.name == task.cell.teacher)
+    models = [run_dir(out, teacher, seed, task.fold) / "model" for seed in grid.seeds]
+    absent = [m for m in models if not (m.parent / RESULT).is_file() or not m.is_dir()]
+    if absent:
+        raise JoyfulError(
+            f"{task.label()}: its teacher's run {absent[0].parent} has no kept model (did it fail, or finish "
+            "before keep_models = true?); delete that run to retrain it"
+        )
+    return models
 
 
 def _shape(grid: Grid, n_folds: int) -> str:
@@ -140,7 +158,7 @@ def _train(
         for task in tqdm(todo, desc="grid", unit="run", disable=not progress, dynamic_ncols=True):
             record = run_one(
                 task.cell, task.seed, folds[task.fold], inputs[task.fold], run_dir(out, task.cell, task.seed, task.fold),
-                keep_models=grid.keep_models, progress=progress, fold=task.fold,
+                keep_models=grid.keep_models, progress=progress, fold=task.fold, teachers=_teachers(task, grid, out),
             )
             _report(task, record)
 
@@ -159,7 +177,7 @@ def _train_parallel(
         futures = {
             executor.submit(
                 _worker_run, task.cell, task.seed, task.fold, folds[task.fold], inputs[task.fold],
-                run_dir(out, task.cell, task.seed, task.fold), grid.keep_models,
+                run_dir(out, task.cell, task.seed, task.fold), grid.keep_models, _teachers(task, grid, out),
             ): task
             for task in todo
         }
@@ -213,11 +231,13 @@ def _worker_init(threads: int) -> None:
 
 def _worker_run(
     cell: Cell, seed: int, fold: int | None, data: dict[str, str], inputs: dict[str, dict[str, str]],
-    directory: Path, keep_models: bool,
+    directory: Path, keep_models: bool, teachers: list[Path] | None,
 ) -> dict[str, Any]:
     """One run in a worker; returns the summary the parent prints (the record itself is on disk)."""
     try:
-        record = run_one(cell, seed, data, inputs, directory, keep_models=keep_models, progress=False, fold=fold)
+        record = run_one(
+            cell, seed, data, inputs, directory, keep_models=keep_models, progress=False, fold=fold, teachers=teachers
+        )
     except JoyfulError as e:
         raise JoyfulError(str(e)) from None  # a plain JoyfulError always pickles back to the parent
     except Exception as e:  # noqa: BLE001

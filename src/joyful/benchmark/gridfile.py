@@ -17,6 +17,7 @@ import itertools
 import json
 import re
 import tomllib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ SYNTHETIC_KEYS = frozenset(
 )
 #: Reserved key of ``base`` or an ablation: fraction of random edges added at test time (not a model field).
 EVAL_EDGE_NOISE = "eval_edge_noise"
+#: Reserved key of an ablation: the name of another ablation whose kept models (every seed, same fold,
+#: same preset and modalities) teach this one's runs (distillation, :mod:`joyful.training.teacher`).
+TEACHER = "teacher"
 #: Reserved key: ``true`` applies :data:`joyful.config.OFFICIAL_AUGMENTATION` before the table's own fields.
 OFFICIAL = "official_augmentation"
 #: Cell names become directory names, so they stay within a portable character set.
@@ -53,6 +57,8 @@ class Cell:
     ablation: str | None
     fields: dict[str, Any]
     eval_edge_noise: float
+    teacher: str | None = None
+    """The cell whose models teach this one's runs (``None``: trained on the labels alone)."""
 
     def config(self, seed: int) -> JoyfulConfig:
         return JoyfulConfig.from_dict({**self.fields, "seed": seed})
@@ -116,6 +122,9 @@ def load_grid(path: str | Path) -> Grid:
         )
     except JoyfulError as e:
         raise fail(str(e)) from None
+    taught = [c.name for c in grid.cells if c.teacher is not None]
+    if taught and not grid.keep_models:
+        raise fail(f"cell(s) {', '.join(taught)} learn from a teacher's saved models: set keep_models = true")
     return grid
 
 
@@ -187,7 +196,23 @@ def _cells(raw: dict[str, Any]) -> list[Cell]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise JoyfulError(f"several cells are named {', '.join(duplicates)}; rename the ablations")
-    return cells
+    return [_with_teacher(cell, cells) for cell in cells]
+
+
+def _with_teacher(cell: Cell, cells: list[Cell]) -> Cell:
+    """Resolve an ablation's ``teacher`` (another ablation's name) to the cell of that ablation with the same
+    preset and modalities. ``context-lr`` cells drop it, as they ignore the network's fields."""
+    if cell.teacher is None:
+        return cell
+    if cell.config(0).architecture == "context-lr":
+        return dataclasses.replace(cell, teacher=None)
+    match = [c for c in cells if (c.preset, c.modalities, c.ablation) == (cell.preset, cell.modalities, cell.teacher)]
+    if not match or match[0].teacher is not None or match[0] is cell:
+        raise JoyfulError(
+            f"cell {cell.name!r}: teacher {cell.teacher!r} must name another ablation of this grid, one without a "
+            f"teacher itself; the ablations are {', '.join(sorted({c.ablation for c in cells if c.ablation}))}"
+        )
+    return dataclasses.replace(cell, teacher=match[0].name)
 
 
 def _cell_name(parts: list[str], preset: str) -> str:
@@ -206,11 +231,14 @@ def _cell(
     noise = fields.pop(EVAL_EDGE_NOISE, 0.0)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 1.0:
         raise JoyfulError(f"cell {name!r}: {EVAL_EDGE_NOISE} must be a number in [0, 1]")
+    teacher = fields.pop(TEACHER, None)
+    if teacher is not None and (not isinstance(teacher, str) or ablation is None or TEACHER in base):
+        raise JoyfulError(f"cell {name!r}: {TEACHER} must be set in an ablation, to the name of another ablation")
     try:
         JoyfulConfig.from_dict({**fields, "seed": 0})
     except (JoyfulError, TypeError, ValueError) as e:
         raise JoyfulError(f"cell {name!r}: {e}") from None
-    return Cell(name, preset, modality, ablation, fields, float(noise))
+    return Cell(name, preset, modality, ablation, fields, float(noise), teacher)
 
 
 def _task(cells: list[Cell], data: DataSpec) -> str | None:

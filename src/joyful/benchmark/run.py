@@ -45,18 +45,25 @@ def run_one(
     keep_models: bool = False,
     progress: bool = True,
     fold: int | None = None,
+    teachers: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Fit on train (early stopping on valid), evaluate on test, write and return the record."""
+    """Fit on train (early stopping on valid), evaluate on test, write and return the record.
+
+    ``teachers``: the kept model directories of ``cell.teacher``'s runs on this fold, which
+    this run is distilled from.
+    """
     from joyful.api import Joyful  # PyTorch: imported only when something is trained
 
     config = cell.config(seed)
     started = time.perf_counter()
     clf = Joyful(config).fit(
-        data["train"], data["valid"], out_dir=directory / "model" if keep_models else None, progress=progress
+        data["train"], data["valid"], out_dir=directory / "model" if keep_models else None, progress=progress,
+        teacher=teachers or None,
     )
     test = clf.prepare(data["test"], role="test", label_set=clf.info.label_set, progress=progress)
     scores = clf.evaluate(test, edge_noise=cell.eval_edge_noise, with_predictions=True)
     wall = time.perf_counter() - started
+    out = directory.parents[2 if fold is None else 3]  # directory is <out>/runs/<cell>/[fold-k/]seed-s
     y_true, y_pred = scores.pop("y_true"), scores.pop("y_pred")
     scores.pop("y_prob", None)  # multilabel: the bootstrap pairs the decisions, not the probabilities
     # what a seed ensemble of this cell averages (joyful.benchmark.ensembles); 6 digits keep the file small
@@ -70,6 +77,8 @@ def run_one(
         "modalities": config.modalities,
         "ablation": cell.ablation,
         "eval_edge_noise": cell.eval_edge_noise,
+        "teacher": cell.teacher,
+        "teacher_runs": [str(t.parent.relative_to(out)) for t in teachers or []],
         "metrics": scores,
         "best_epoch": clf.result.best_epoch,
         "epochs_run": len(clf.result.history),
@@ -108,6 +117,8 @@ def check_resumable(
     changed = changed_fields(cell.config(seed).to_dict(), record.get("config", {}))
     if record.get("eval_edge_noise") != cell.eval_edge_noise:
         changed.append("eval_edge_noise")
+    if record.get("teacher") != cell.teacher:
+        changed.append("teacher")
     if record.get("fold") != fold:
         changed.append("fold")
     stored_inputs = record.get("inputs", {})

@@ -43,12 +43,14 @@ CACHE_FILE = "text-embeddings.sqlite"
 #: Texts looked up per query, well below SQLite's limit on bound parameters.
 _LOOKUP_CHUNK = 500
 
-#: Vectors live in ``embeddings_unbatched``: each was computed in a forward pass of its own text
+#: The table of vectors (see ``_SCHEMA``), for tools and tests that look inside the cache.
+CACHE_TABLE = "embeddings_unbatched"
+#: Each vector in the table was computed in a forward pass of its own text
 #: alone. The older ``embeddings`` table held vectors computed in padded batches, which differ
 #: in the last bits with the batch's other texts; it is dropped so those never mix with these.
-_SCHEMA = """
+_SCHEMA = f"""
 DROP TABLE IF EXISTS embeddings;
-CREATE TABLE IF NOT EXISTS embeddings_unbatched (
+CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (
     model TEXT NOT NULL,
     text_sha256 BLOB NOT NULL,
     vector BLOB NOT NULL,
@@ -134,7 +136,7 @@ class TextEncoder:
         for start in range(0, len(digests), _LOOKUP_CHUNK):
             chunk = digests[start : start + _LOOKUP_CHUNK]
             rows = db.execute(
-                "SELECT text_sha256, vector FROM embeddings_unbatched WHERE model = ? "
+                f"SELECT text_sha256, vector FROM {CACHE_TABLE} WHERE model = ? "
                 f"AND text_sha256 IN ({','.join('?' * len(chunk))})",
                 (self.cache_key, *chunk),
             )
@@ -170,7 +172,7 @@ class TextEncoder:
                 out = model.encode(chunk, batch_size=1, show_progress_bar=False, convert_to_numpy=True)
                 out = np.asarray(out, dtype=np.float32)
                 rows = [(self.cache_key, digests[t], v.tobytes()) for t, v in zip(chunk, out, strict=True)]
-                db.executemany("INSERT OR IGNORE INTO embeddings_unbatched VALUES (?, ?, ?)", rows)
+                db.executemany(f"INSERT OR IGNORE INTO {CACHE_TABLE} VALUES (?, ?, ?)", rows)
                 db.commit()
                 done.update(self._lookup(db, [digests[t] for t in chunk]))
                 bar.update(len(chunk))

@@ -87,7 +87,7 @@ class ContextLogisticRegression(nn.Module):
         logits = self.linear(feats)
         zero = logits.new_zeros(())
         ce = self.task.loss(logits, batch.y, class_weight)
-        return JoyfulOutput(logits, {"mf": zero, "ct": zero, "ce": ce, "all": ce}, feats, feats)
+        return JoyfulOutput(logits, {"mf": zero, "ct": zero, "kd": zero, "ce": ce, "all": ce}, feats, feats)
 
 
 @torch.no_grad()
@@ -130,7 +130,7 @@ def fit_context_lr(
         model.linear.bias.copy_(torch.from_numpy(bias))
     c = model.config
     valid = evaluate_encoded(model, valid_set, labels, c.batch_size) if valid_set else None
-    record = EpochRecord(1, {"all": loss, "ce": loss, "mf": 0.0, "ct": 0.0}, valid, time.perf_counter() - start)
+    record = EpochRecord(1, {"all": loss, "ce": loss, "mf": 0.0, "ct": 0.0, "kd": 0.0}, valid, time.perf_counter() - start)
     if on_epoch:
         on_epoch(record)
     if on_improvement:

@@ -18,7 +18,7 @@ from joyful.training.device import autocast, module_device
 from joyful.training.inference import evaluate_encoded
 from joyful.training.seeding import seed_everything
 
-LOSS_PARTS = ("all", "ce", "mf", "ct")
+LOSS_PARTS = ("all", "ce", "mf", "ct", "kd")
 #: Validation scores kept in the history, whichever of them the task reports.
 HISTORY_METRICS = ("loss", "accuracy", "weighted_f1", "macro_f1", "micro_f1", "mae", "corr", "acc2")
 
