@@ -31,6 +31,36 @@ TINY = {
 WIDTHS = {"t": 12, "a": 6, "v": 8}
 
 
+#: The ablations of :func:`grid_text` unless a test gives its own: the second only adds test-time edge noise.
+GRID_ABLATIONS = """joyful = {}
+noisy = { eval_edge_noise = 0.5 }"""
+
+
+def grid_text(epochs: int = 2, keep_models: bool = False, *, reference: str = "joyful", ablations: str = GRID_ABLATIONS) -> str:
+    """A grid file of the TINY model: its ``ablations`` (TOML lines) × two seeds on generated data."""
+    base = "\n".join(f"{k} = {v!r}" for k, v in {**TINY, "epochs": epochs, "patience": epochs}.items())
+    return f"""
+seeds = [1, 2]
+reference = "{reference}"
+threads = 1
+keep_models = {str(keep_models).lower()}
+
+[data.synthetic]
+n_train = 12
+n_valid = 4
+n_test = 4
+widths = {{ t = 12, a = 6, v = 8 }}
+signal = 2.5
+
+[base]
+modalities = "atv"
+{base}
+
+[ablations]
+{ablations}
+"""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compiled_audio_code(tmp_path_factory):
     """Under pytest-xdist, librosa's numba code is compiled by one worker at a time, before any test.

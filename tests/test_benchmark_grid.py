@@ -11,7 +11,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from conftest import TINY
+from conftest import TINY, grid_text
 from joyful.api import Joyful
 from joyful.benchmark.gridfile import load_grid
 from joyful.cli import app
@@ -20,32 +20,6 @@ from joyful.errors import JoyfulError
 from joyful.synthetic import DEFAULT_LABELS
 
 STUDIES = Path(__file__).resolve().parents[1] / "benchmarks" / "studies"
-
-
-def grid_text(epochs: int = 2, keep_models: bool = False) -> str:
-    """Two cells (the second only adds test-time edge noise) × two seeds on generated data."""
-    base = "\n".join(f"{k} = {v!r}" for k, v in {**TINY, "epochs": epochs, "patience": epochs}.items())
-    return f"""
-seeds = [1, 2]
-reference = "joyful"
-threads = 1
-keep_models = {str(keep_models).lower()}
-
-[data.synthetic]
-n_train = 12
-n_valid = 4
-n_test = 4
-widths = {{ t = 12, a = 6, v = 8 }}
-signal = 2.5
-
-[base]
-modalities = "atv"
-{base}
-
-[ablations]
-joyful = {{}}
-noisy = {{ eval_edge_noise = 0.5 }}
-"""
 
 
 def benchmark(grid: Path, out: Path) -> Result:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY, WIDTHS
+from conftest import TINY, WIDTHS, grid_text
 from joyful.api import Joyful
 from joyful.batching import collate, encode_dialogues
 from joyful.benchmark.gridfile import load_grid
@@ -167,27 +167,10 @@ def test_train_command_distils_from_a_saved_model(teachers, tmp_path):
 
 
 def _grid(tmp_path, keep_models: bool = True, teacher: str = "plain"):
-    base = "\n".join(f"{k} = {v!r}" for k, v in {**TINY, "epochs": 2, "patience": 2}.items())
     path = tmp_path / "grid.toml"
-    path.write_text(f"""
-seeds = [1, 2]
-reference = "plain"
-threads = 1
-keep_models = {str(keep_models).lower()}
-
-[data.synthetic]
-n_train = 12
-n_valid = 4
-n_test = 4
-widths = {{ t = 12, a = 6, v = 8 }}
-
-[base]
-{base}
-
-[ablations]
-taught = {{ teacher = "{teacher}", distill_weight = 2.0 }}
-plain = {{}}
-""")
+    path.write_text(grid_text(keep_models=keep_models, reference="plain", ablations=(
+        f'taught = {{ teacher = "{teacher}", distill_weight = 2.0 }}\nplain = {{}}'
+    )))
     return path
 
 

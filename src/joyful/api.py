@@ -163,6 +163,10 @@ class Joyful:
         self._fit_task = infer_task(c.task, raw_train.labelled(), raw_train.source)
         label_set = resolve_label_set(c.label_set, raw_train, self._fit_task)
         labelled = label_set.apply(raw_train)
+        if teachers:  # refused before any text is encoded or encoder tuned
+            if c.architecture == "context-lr":
+                raise JoyfulError("context-lr is fitted by L-BFGS on the labels alone; train it without a teacher")
+            check_teachers(teachers, label_set.labels, self._fit_task)
         tune_text = c.finetune_text_encoder and "t" in c.modalities
         if tune_text and self._fit_task != "classification":
             raise JoyfulError(
@@ -197,9 +201,6 @@ class Joyful:
         widths = {m: int(encoded_train[0].features[m].shape[1]) for m in c.modality_order}
         encoded_valid = encode_dialogues(valid_set, c.modality_order, label_set, widths, task) if valid_set else None
         if teachers:
-            if c.architecture == "context-lr":
-                raise JoyfulError("context-lr is fitted by L-BFGS on the labels alone; train it without a teacher")
-            check_teachers(teachers, label_set.labels, task)
             encoded_train = with_teacher_probabilities(encoded_train, labelled, teachers, c.distill_temperature, progress)
         n_speakers = c.max_speakers or max(len(set(d.speakers)) for d in train_set)
         hashes = {"train": train_set.data_hash()}
