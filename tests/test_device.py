@@ -15,6 +15,7 @@ from joyful.batching import collate, encode_dialogues
 from joyful.benchmark.gridfile import Cell
 from joyful.benchmark.run import check_resumable
 from joyful.data.labels import resolve_label_set
+from joyful.data.text_encoder import CACHE_TABLE
 from joyful.errors import JoyfulError
 from joyful.synthetic import generate_dialogues
 from joyful.training.device import check_precision, resolve_device
@@ -88,8 +89,21 @@ def test_a_run_made_on_another_device_or_before_new_fields_still_counts_as_finis
     stored = cell.config(1).to_dict()
     stored["device"] = "cuda:3"
     del stored["finetune_folds"]  # a field added after the run was made, at its default
-    record = {"config": stored, "eval_edge_noise": 0.0, "fold": None, "inputs": {}}
+    record = {"config": stored, "eval_edge_noise": 0.0, "fold": None, "inputs": {}, "text_embeddings": CACHE_TABLE}
     check_resumable(record, cell, 1, {}, tmp_path)
     record["config"] = {**stored, "lr": 0.5}
     with pytest.raises(JoyfulError, match="differs from the grid file in lr"):
         check_resumable(record, cell, 1, {}, tmp_path)
+
+
+def test_a_text_run_on_embeddings_from_before_the_reproducible_cache_is_not_resumed(tmp_path):
+    """Same files, same config: only the embeddings' scheme tells an old run from a new one."""
+    for modalities, refused in (("t", True), ("av", False)):
+        cell = Cell("c", "default", None, None, JoyfulConfig(modalities=modalities).to_dict(), 0.0)
+        record = {"config": cell.config(1).to_dict(), "eval_edge_noise": 0.0, "fold": None, "inputs": {}}
+        if refused:
+            with pytest.raises(JoyfulError, match="differs from the grid file in text embeddings"):
+                check_resumable(record, cell, 1, {}, tmp_path)
+        else:
+            check_resumable(record, cell, 1, {}, tmp_path)  # no text: the scheme does not matter
+        check_resumable({**record, "text_embeddings": CACHE_TABLE}, cell, 1, {}, tmp_path)

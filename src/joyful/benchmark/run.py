@@ -24,6 +24,7 @@ from joyful.atomic import atomic_write_text
 from joyful.benchmark.gridfile import Cell
 from joyful.benchmark.scores import TASK_SCORES
 from joyful.config import changed_fields
+from joyful.data.text_encoder import CACHE_TABLE
 from joyful.errors import JoyfulError
 
 RESULT = "result.json"
@@ -87,6 +88,7 @@ def run_one(
         "data_hash": {**clf.info.extra["data_hash"], "test": test.data_hash()},
         "inputs": inputs,
         "joyful_version": __version__,
+        "text_embeddings": CACHE_TABLE,
         "config": config.to_dict(),
         "history": [r.row() for r in clf.result.history],
         "y_true": y_true,
@@ -112,7 +114,10 @@ def check_resumable(
     """Refuse to reuse a finished run made with another config, edge noise or input data.
 
     Otherwise editing a grid file and rerunning would silently mix old and new runs in
-    one mean.
+    one mean. The data hashes cover the files, not the text embeddings derived from them,
+    so a run that reads text also records how its embeddings were computed (the cache
+    table, see :mod:`joyful.data.text_encoder`): runs on batch-encoded vectors from
+    before that scheme are refused, not mixed with runs on the reproducible ones.
     """
     changed = changed_fields(cell.config(seed).to_dict(), record.get("config", {}))
     if record.get("eval_edge_noise") != cell.eval_edge_noise:
@@ -121,6 +126,8 @@ def check_resumable(
         changed.append("teacher")
     if record.get("fold") != fold:
         changed.append("fold")
+    if "t" in cell.config(seed).modalities and record.get("text_embeddings") != CACHE_TABLE:
+        changed.append("text embeddings")
     stored_inputs = record.get("inputs", {})
     changed += [
         f"{role} data" for role in inputs if stored_inputs.get(role, {}).get("sha256") != inputs[role]["sha256"]
