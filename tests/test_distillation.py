@@ -199,3 +199,50 @@ def test_a_grid_cell_learns_from_every_seed_of_its_teacher_cell(tmp_path):
 def test_grid_teachers_are_checked_before_training(tmp_path, keep_models, teacher, message):
     with pytest.raises(JoyfulError, match=message):
         load_grid(_grid(tmp_path, keep_models, teacher))
+
+
+def test_teacher_ensemble_is_the_ensemble_then_the_student_distilled_from_it(teachers, tmp_path):
+    """One call equals the two steps done by hand: a seed ensemble of K, then a student taught by it."""
+    d, _ = teachers
+    cfg = {**TINY, "epochs": 3, "seed": 7}
+    taught = Joyful(JoyfulConfig(**{**cfg, "teacher_ensemble": 2})).fit(
+        d / "train.jsonl", d / "valid.jsonl", out_dir=tmp_path / "one-call", progress=False
+    )
+    by_hand_teacher = Joyful(JoyfulConfig(**{**cfg, "ensemble": 2})).fit(d / "train.jsonl", d / "valid.jsonl", progress=False)
+    by_hand = Joyful(JoyfulConfig(**cfg)).fit(d / "train.jsonl", d / "valid.jsonl", teacher=by_hand_teacher, progress=False)
+    probabilities = [
+        np.array([list(r["probabilities"].values()) for r in m.predict(d / "valid.jsonl")]) for m in (taught, by_hand)
+    ]
+    np.testing.assert_array_equal(*probabilities)
+    assert taught.info.extra["teachers"] == [{"seed": 7, "members": 2, "data_hash": by_hand_teacher.info.extra["data_hash"]}]
+    kept = Joyful.load(tmp_path / "one-call" / "teacher", device="cpu")
+    assert kept.info.extra["ensemble_members"] == 2 and kept.config.teacher_ensemble == 0
+    np.testing.assert_array_equal(
+        [list(r["probabilities"].values()) for r in kept.predict(d / "valid.jsonl")],
+        [list(r["probabilities"].values()) for r in by_hand_teacher.predict(d / "valid.jsonl")],
+    )
+    assert all(r.row()["loss_kd"] > 0 for r in taught.result.history)
+
+
+def test_teacher_ensemble_is_refused_where_it_cannot_teach(teachers):
+    d, fitted = teachers
+    with pytest.raises(JoyfulError, match="not both"):
+        Joyful(JoyfulConfig(**{**TINY, "teacher_ensemble": 2})).fit(d / "train.jsonl", None, teacher=fitted[0], progress=False)
+    with pytest.raises(JoyfulError, match="teacher_ensemble"):
+        JoyfulConfig(architecture="context-lr", fusion="concat", use_gcl=False, teacher_ensemble=2)
+    with pytest.raises(JoyfulError, match="teacher_ensemble"):
+        JoyfulConfig(teacher_ensemble=-1)
+
+
+def test_train_command_trains_its_teacher_ensemble_first(teachers, tmp_path):
+    d, _ = teachers
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY, "epochs": 1}))
+    result = CliRunner().invoke(app, [
+        "train", "--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl"), "--out", str(tmp_path / "m"),
+        "--config", str(config), "--teacher-ensemble", "2", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["config"]["teacher_ensemble"] == 2 and meta["teachers"][0]["members"] == 2
+    assert json.loads((tmp_path / "m" / "teacher" / "meta.json").read_text())["config"]["ensemble"] == 2

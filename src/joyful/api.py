@@ -46,6 +46,8 @@ from joyful.training.teacher import check_teachers, with_teacher_probabilities
 
 FINETUNED_DIR = "text-encoder"
 CROSS_FIT_DIR = ".cross-fitting"
+#: Where a model trained with ``teacher_ensemble`` keeps the ensemble it was distilled from.
+TEACHER_DIR = "teacher"
 DataLike = str | os.PathLike | DialogueSet | Sequence[Dialogue]
 
 
@@ -146,8 +148,15 @@ class Joyful:
         ``teacher``: trained models (fitted, or model directories; an ensemble counts as one)
         whose mean class probabilities on the training dialogues the model is also fitted
         to (``distill_weight``, ``distill_temperature``; :mod:`joyful.training.teacher`).
+        With ``teacher_ensemble`` = K the teacher is trained here first, an ensemble of K
+        seeds on the same data, saved in ``out_dir/teacher`` (where it outlives a failed student).
         """
         c = self.config
+        if c.teacher_ensemble and teacher is not None:
+            raise JoyfulError(
+                f"teacher_ensemble = {c.teacher_ensemble} trains its own teacher; give a teacher or set "
+                "teacher_ensemble, not both"
+            )
         teachers = self._teachers(teacher)
         device = self.device  # an unavailable device fails here, before any work
         ranks = distributed.current()
@@ -163,6 +172,11 @@ class Joyful:
         self._fit_task = infer_task(c.task, raw_train.labelled(), raw_train.source)
         label_set = resolve_label_set(c.label_set, raw_train, self._fit_task)
         labelled = label_set.apply(raw_train)
+        if c.teacher_ensemble:
+            if self._fit_task != "classification":
+                raise JoyfulError(f"distillation fits class probabilities; a {self._fit_task} model trains "
+                                  "without teacher_ensemble")
+            teachers = [self._trained_teacher(raw_train, valid_data, out_dir, progress)]
         if teachers:  # refused before any text is encoded or encoder tuned
             if c.architecture == "context-lr":
                 raise JoyfulError("context-lr is fitted by L-BFGS on the labels alone; train it without a teacher")
@@ -237,6 +251,19 @@ class Joyful:
             out_dir=Path(out_dir) if out_dir is not None else None, progress=progress, on_epoch=on_epoch,
         )
         return self
+
+    def _trained_teacher(self, train_data: DataLike, valid_data: DataLike | None, out_dir, progress: bool) -> Joyful:
+        """The ``teacher_ensemble`` teacher: this config as an ensemble of that many seeds, without a teacher.
+
+        Its members start from the same seeds as a plain ``--ensemble`` of that size, so the
+        teacher is exactly the ensemble model one would otherwise have trained.
+        """
+        c = self.config
+        config = dataclasses.replace(c, ensemble=c.teacher_ensemble, teacher_ensemble=0)
+        return Joyful(config).fit(
+            train_data, valid_data, out_dir=Path(out_dir) / TEACHER_DIR if out_dir is not None else None,
+            progress=progress,
+        )
 
     def _teachers(self, teacher) -> list[Joyful]:
         """The fitted teachers, loading the ones given as model directories (on this model's device)."""

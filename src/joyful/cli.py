@@ -86,8 +86,9 @@ def train(
     modality_dropout: Annotated[Optional[float], typer.Option(help="Chance of hiding a present modality of an utterance while training, so missing modalities are handled well (e.g. 0.1).")] = None,
     ensemble: Annotated[Optional[int], typer.Option(help="Train N models with consecutive seeds that predict together (mean probability).")] = None,
     teacher: Annotated[Optional[list[Path]], typer.Option(help="A trained model (e.g. an --ensemble one) whose probabilities on the training dialogues the new model also learns (distillation: one model at inference); repeat for several.")] = None,
-    distill_weight: Annotated[Optional[float], typer.Option(help="With --teacher: weight of the distillation term (default 1).")] = None,
-    distill_temperature: Annotated[Optional[float], typer.Option(help="With --teacher: softmax temperature of teacher and student (default 1).")] = None,
+    teacher_ensemble: Annotated[Optional[int], typer.Option(help="Train an ensemble of N seeds first (kept in OUT/teacher), then the model distilled from it: the ensemble's gain in one model at inference.")] = None,
+    distill_weight: Annotated[Optional[float], typer.Option(help="With --teacher or --teacher-ensemble: weight of the distillation term (default 1).")] = None,
+    distill_temperature: Annotated[Optional[float], typer.Option(help="With --teacher or --teacher-ensemble: softmax temperature of teacher and student (default 1).")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -102,7 +103,7 @@ def train(
         "modalities": modalities, "seed": seed, "epochs": epochs, "text_encoder": text_encoder, "label_set": label_set,
         "lr": lr, "batch_size": batch_size, "patience": patience, "gnn_layers": gnn_layers, "text_context": text_context,
         "ensemble": ensemble, "device": device, "precision": precision, "task": task, "thresholds": thresholds,
-        "distill_weight": distill_weight, "distill_temperature": distill_temperature,
+        "distill_weight": distill_weight, "distill_temperature": distill_temperature, "teacher_ensemble": teacher_ensemble,
     }.items():
         if value is not None:
             changes[name] = value
