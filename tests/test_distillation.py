@@ -180,7 +180,7 @@ def test_a_grid_cell_learns_from_every_seed_of_its_teacher_cell(tmp_path):
     assert result.exit_code == 0, result.output
     # listed first, trained last: the teacher's models of both seeds exist before any student starts
     order = [line.split(":")[0] for line in result.output.splitlines() if "weighted F1" in line]
-    assert order == ["plain seed 1", "plain seed 2", "taught seed 1", "taught seed 2"]
+    assert order == ["plain seed 1", "plain seed 2", "taught seed 1", "taught seed 2"], result.output
     for seed in (1, 2):
         record = json.loads((tmp_path / "out" / "runs" / "taught" / f"seed-{seed}" / "result.json").read_text())
         assert record["teacher"] == "plain" and record["teacher_runs"] == ["runs/plain/seed-1", "runs/plain/seed-2"]
