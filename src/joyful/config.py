@@ -156,14 +156,14 @@ class JoyfulConfig:
     """Only when training from a teacher (``Joyful.fit(teacher=...)``, ``joyful train --teacher DIR``):
     weight of the distillation term T²·KL(teacher ‖ student) added to L_all (see
     :mod:`joyful.nn.distillation`); classification only."""
+    distill_temperature: float = 1.0
+    """T of the distillation term: the teacher's and the student's logits are divided by it (T > 1
+    spreads the teacher's probabilities over the classes it finds plausible)."""
     teacher_ensemble: int = 0
     """> 0: ``fit`` first trains an ensemble of this many models (seeds ``seed``, ``seed+1``, …; this
     config without distillation) on the same data, then this model distilled from it, so the
     ensemble's gain is kept in one model at inference (IEMOCAP-6 text, session CV: 59.09 ± 2.58
     weighted F1 distilled from 5 against 58.04 ± 2.70 alone; README, Results). Not in the paper."""
-    distill_temperature: float = 1.0
-    """T of the distillation term: the teacher's and the student's logits are divided by it (T > 1
-    spreads the teacher's probabilities over the classes it finds plausible)."""
     class_weights: bool = False
     """Weight cross-entropy by inverse class frequency, or each emotion's BCE positives by
     negatives/positives (multilabel); off in the paper."""
